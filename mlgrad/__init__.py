@@ -1,0 +1,40 @@
+"""mlgrad: the vector calculus of machine learning as exact, composable JAX wrappers.
+
+Each concept of the lecture notes is one small function built on one JAX transformation;
+the same functions drive the compiled training of the notes' example models.
+"""
+
+from mlgrad.derivatives import derivative as derivative
+from mlgrad.derivatives import directional_derivative as directional_derivative
+from mlgrad.derivatives import gradient as gradient
+from mlgrad.derivatives import partial_derivative as partial_derivative
+from mlgrad.jacobians import ChainRule as ChainRule
+from mlgrad.jacobians import chain_rule as chain_rule
+from mlgrad.jacobians import hessian as hessian
+from mlgrad.jacobians import hvp as hvp
+from mlgrad.jacobians import jacobian as jacobian
+from mlgrad.jacobians import value_and_jacobian as value_and_jacobian
+from mlgrad.taylor import Linearization as Linearization
+from mlgrad.taylor import Taylor as Taylor
+from mlgrad.taylor import linearization as linearization
+from mlgrad.taylor import taylor as taylor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChainRule",
+    "Linearization",
+    "Taylor",
+    "__version__",
+    "chain_rule",
+    "derivative",
+    "directional_derivative",
+    "gradient",
+    "hessian",
+    "hvp",
+    "jacobian",
+    "linearization",
+    "partial_derivative",
+    "taylor",
+    "value_and_jacobian",
+]

@@ -1,0 +1,157 @@
+"""Linearization and Taylor polynomials: local polynomial models of a function.
+
+* linearization   f(x) ~ f(x0) + J(x0)(x - x0)                         (``jax.linearize``)
+* Taylor          T_n(x) = sum_{k=0}^n f^(k)(x0) / k! (x - x0)^k     (``jax.experimental.jet``)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mlgrad._series import derivatives_along
+from mlgrad._validation import as_float
+
+
+class Linearization:
+    r"""The local linear approximation :math:`x \mapsto f(x_0) + J(x_0)(x - x_0)`.
+
+    Attributes:
+      point: :math:`x_0`.
+      value: :math:`f(x_0)`.
+    """
+
+    def __init__(self, f: Callable[[Any], Any], x0: Any) -> None:
+        self.point = as_float(x0, "linearization: x0")
+        self.value, self._jvp = jax.linearize(f, self.point)
+        self._name = getattr(f, "__name__", "f")
+
+    def __call__(self, x: Any) -> Any:
+        x = as_float(x, "linearization: x")
+        dx = jax.tree_util.tree_map(
+            lambda a, b: jnp.asarray(a - b, jnp.result_type(b)), x, self.point
+        )
+        return jax.tree_util.tree_map(jnp.add, self.value, self._jvp(dx))
+
+    def __repr__(self) -> str:
+        return f"Linearization({self._name} at x0={self.point})"
+
+
+def linearization(f: Callable[[Any], Any], x0: Any) -> Linearization:
+    r"""The linearization of ``f`` at ``x0``: its first-order Taylor polynomial.
+
+    .. math:: f(x) \approx f(x_0) + (\nabla_x f)(x_0)\,(x - x_0)
+
+    Args:
+      f: a function of one argument (a scalar, an array or a pytree); any output shape.
+      x0: the point to linearize at.
+
+    Returns:
+      A callable ``x -> f(x0) + J(x0)(x - x0)`` (a :class:`Linearization`, with
+      ``.point`` and ``.value``). ``f`` is evaluated once; each call costs one JVP.
+
+    Example (the notes' :math:`\sqrt{4.001} \approx 2 + 0.001/4`):
+      >>> with jax.enable_x64(True):
+      ...     print(mlgrad.linearization(jnp.sqrt, 4.0)(4.001))
+      2.00025
+
+    Built on ``jax.linearize``.
+    """
+    return Linearization(f, x0)
+
+
+class Taylor:
+    r"""A Taylor polynomial of ``f`` at ``x0`` of a given order.
+
+    Attributes:
+      point: :math:`x_0`.
+      order: the degree :math:`n`.
+      coefficients: a list of ``order + 1`` arrays. For a scalar ``x0``:
+        :math:`f^{(k)}(x_0) / k!`. For an array ``x0``: the k-th derivative tensor divided
+        by :math:`k!`, of shape ``f(x0).shape + x0.shape * k`` (so ``coefficients[1]`` is
+        the gradient and ``2 * coefficients[2]`` the Hessian of a scalar ``f``).
+    """
+
+    def __init__(self, f: Callable[[Any], Any], x0: Any, order: int) -> None:
+        self._f = f
+        self.point = as_float(x0, "taylor: x0")
+        if not isinstance(self.point, jax.Array):
+            raise TypeError("taylor: x0 must be a scalar or an array (not a pytree).")
+        self.order = order
+        if self.point.ndim == 0:
+            derivs = derivatives_along(f, self.point, jnp.ones_like(self.point), order)
+        else:
+            derivs = _derivative_tensors(f, self.point, order)
+        self.coefficients = [d / math.factorial(k) for k, d in enumerate(derivs)]
+
+    def __call__(self, x: Any) -> Any:
+        r"""Evaluates :math:`T_n(x) = \sum_k \frac{1}{k!} D^k f(x_0)[x - x_0]^k`.
+
+        For a scalar ``x0``, ``x`` may be an array of points (the polynomial is evaluated at
+        each). For an array ``x0``, ``x`` has ``x0``'s shape, possibly with leading batch
+        axes; the polynomial is evaluated along ``x - x0`` in one Taylor-mode pass.
+        """
+        x = jnp.asarray(as_float(x, "taylor: x"), self.point.dtype)
+        if self.point.ndim == 0:
+            dx = x - self.point
+            out_ndim = jnp.ndim(self.coefficients[0])
+            dx = dx.reshape(dx.shape + (1,) * out_ndim)
+            return sum(c * dx**k for k, c in enumerate(self.coefficients))
+        if x.shape[x.ndim - self.point.ndim :] != self.point.shape:
+            raise ValueError(
+                f"taylor: x has shape {x.shape}, but the expansion point has shape "
+                f"{self.point.shape}; pass points of that shape (with optional leading axes)."
+            )
+        batch = x.shape[: x.ndim - self.point.ndim]
+        flat = jax.vmap(self._along)(x.reshape((-1, *self.point.shape)))
+        return flat.reshape(batch + flat.shape[1:])
+
+    def _along(self, x: jax.Array) -> Any:
+        derivs = derivatives_along(self._f, self.point, x - self.point, self.order)
+        return sum(d / math.factorial(k) for k, d in enumerate(derivs))
+
+    def __repr__(self) -> str:
+        name = getattr(self._f, "__name__", "f")
+        return f"Taylor({name}, x0={self.point}, order={self.order})"
+
+
+def _derivative_tensors(f: Callable, x0: jax.Array, order: int) -> list[Any]:
+    """[f(x0), Df(x0), D^2 f(x0), ...] by nested forward-mode Jacobians."""
+    tensors, d = [], f
+    for _ in range(order + 1):
+        tensors.append(d(x0))
+        d = jax.jacfwd(d)
+    return tensors
+
+
+def taylor(f: Callable[[Any], Any], x0: Any, order: int) -> Taylor:
+    r"""The Taylor polynomial of degree ``order`` of ``f`` at ``x0``.
+
+    .. math:: T_n(x) = \sum_{k=0}^{n} \frac{f^{(k)}(x_0)}{k!} (x - x_0)^k
+
+    and, for :math:`f: \mathbb{R}^d \to \mathbb{R}`, the multivariate polynomial
+    :math:`\sum_k \frac{1}{k!} D^k f(x_0)[x - x_0, \dots, x - x_0]`.
+
+    Args:
+      f: a function of one scalar or one array; any output shape.
+      x0: the expansion point.
+      order: the degree, any integer ``>= 0``.
+
+    Returns:
+      A :class:`Taylor` with ``.coefficients`` and ``__call__``.
+
+    Example (the notes' :math:`\sin + \cos` at 0):
+      >>> mlgrad.taylor(lambda x: jnp.sin(x) + jnp.cos(x), 0.0, 4).coefficients
+      [Array(1.), Array(1.), Array(-0.5), Array(-0.16666667), Array(0.04166667)]
+
+    Univariate coefficients and every evaluation come from one Taylor-mode pass
+    (``jax.experimental.jet``), with nested ``jax.jvp`` where jet has no rule; the
+    multivariate coefficient tensors come from nested ``jax.jacfwd``.
+    """
+    if isinstance(order, bool) or not isinstance(order, int) or order < 0:
+        raise ValueError(f"taylor: order must be an integer >= 0, got {order!r}.")
+    return Taylor(f, x0, order)
