@@ -1,0 +1,47 @@
+"""Shared test helpers: an independent NumPy reference for derivatives.
+
+The reference never calls mlgrad or JAX: each test function has a JAX form (what mlgrad
+differentiates) and a NumPy twin (what the finite differences below differentiate, in
+float64 with a central stencil).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+# Small, repeatable property tests: the suite must stay fast on a 2-core CI machine.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def fd_jacobian(f_np, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """Central-difference Jacobian of a NumPy function, shape f(x).shape + x.shape."""
+    x = np.asarray(x, dtype=np.float64)
+    y0 = np.asarray(f_np(x), dtype=np.float64)
+    jac = np.zeros(y0.shape + x.shape)
+    for idx in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[idx] = h
+        jac[(..., *idx)] = (np.asarray(f_np(x + e)) - np.asarray(f_np(x - e))) / (2 * h)
+    return jac
+
+
+def fd_hessian(f_np, x: np.ndarray, h: float = 1e-4) -> np.ndarray:
+    """Central-difference Hessian of a scalar NumPy function (second-order stencil)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.size
+    hess = np.zeros((n, n))
+    flat = x.ravel()
+
+    def f(z):
+        return float(f_np(z.reshape(x.shape)))
+
+    for i in range(n):
+        for j in range(n):
+            ei, ej = np.zeros(n), np.zeros(n)
+            ei[i], ej[j] = h, h
+            hess[i, j] = (
+                f(flat + ei + ej) - f(flat + ei - ej) - f(flat - ei + ej) + f(flat - ei - ej)
+            ) / (4 * h * h)
+    return hess.reshape(x.shape + x.shape)
