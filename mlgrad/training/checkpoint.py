@@ -1,0 +1,294 @@
+"""Checkpoints of the full train state (params, optimizer state, step, PRNG key) with orbax.
+
+A checkpoint directory holds one sub-directory per saved step, written by orbax-checkpoint's
+``CheckpointManager``: each step is written to a temporary directory and renamed into place
+only when complete (atomic), so an interrupted or failed save never touches the checkpoints
+already there, and a half-written one is never listed by :func:`latest_step`. Old steps beyond
+``keep`` are deleted only after the new one is committed.
+
+The state is stored as a PyTree of arrays (orbax ``StandardSave``; no pickle) and restored
+into the structure of a template :class:`~mlgrad.training.TrainState` (``StandardRestore``),
+after checking that every array's shape and dtype match.
+
+Saves are synchronous: when :func:`save` (or :meth:`Checkpointer.save`) returns, the
+checkpoint is complete on disk.
+
+Example:
+  >>> result = fit(loss, params, data, optimizer=opt, steps=100)
+  >>> save("run/checkpoints", result.state)
+  >>> latest_step("run/checkpoints")
+  100
+  >>> state = restore("run/checkpoints", like=result.state)
+  >>> fit(loss, None, data, optimizer=opt, steps=200, state=state)   # continue to 200
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mlgrad.training.fit import TrainState
+
+PathLike = str | os.PathLike
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (disk full, I/O error, ...).
+
+    The checkpoints saved before are untouched; the failed step is not listed.
+    """
+
+
+def _options(keep: int | None, *, create: bool) -> ocp.CheckpointManagerOptions:
+    return ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=create,
+        enable_async_checkpointing=False,  # "saved" means complete on disk
+        cleanup_tmp_directories=True,  # remove the leftovers of a save that was killed
+    )
+
+
+def _is_typed_key(x: Any) -> bool:
+    return jnp.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
+
+
+def _storable(state: TrainState) -> TrainState:
+    """Arrays only: Python numbers become arrays and a typed PRNG key its raw key data."""
+    key = jax.random.key_data(state.key) if _is_typed_key(state.key) else state.key
+    return jax.tree.map(jnp.asarray, state._replace(key=key))
+
+
+def _abstract(like: TrainState) -> TrainState:
+    """Shape/dtype/sharding structs of the template (the typed key as its raw key data)."""
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def struct(x: Any) -> jax.ShapeDtypeStruct:
+        if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is not None:
+            return x
+        sharding = getattr(x, "sharding", None)
+        if not isinstance(sharding, jax.sharding.Sharding):
+            sharding = default
+        return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding)
+
+    key = like.key
+    if _is_typed_key(key):
+        key = jax.eval_shape(jax.random.key_data, key)
+    return jax.tree.map(struct, like._replace(key=key))
+
+
+def _path_str(path: tuple[Any, ...]) -> str:
+    """A key path as ``params/w`` whatever the container (NamedTuple, dict, list, tuple)."""
+    parts = []
+    for k in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def _describe(x: Any) -> str:
+    return f"{np.dtype(x.dtype).name}{list(x.shape)}"
+
+
+def _mismatches(expected: TrainState, found: Any) -> list[str]:
+    """Differences between the template's arrays and the checkpoint's, one line each."""
+    want = {_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
+    have = {_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(found)[0]}
+    lines = []
+    for name, x in want.items():
+        if name not in have:
+            lines.append(f"  {name}: expected {_describe(x)}, not in the checkpoint")
+        elif tuple(have[name].shape) != tuple(x.shape) or np.dtype(have[name].dtype) != x.dtype:
+            lines.append(f"  {name}: expected {_describe(x)}, found {_describe(have[name])}")
+    lines += [f"  {n}: found {_describe(have[n])}, not expected" for n in have if n not in want]
+    return lines
+
+
+MISMATCH = (
+    "The checkpoint at step {step} in {directory} does not match the expected train state "
+    "(its model or optimizer differ from the ones it was saved with):\n{lines}\n"
+    "Restore with the same model configuration and optimizer as the saved run."
+)
+
+
+class Checkpointer:
+    """A checkpoint directory: save, list and restore :class:`TrainState` s (one manager).
+
+    Args:
+      directory: where the step sub-directories live (created on the first save).
+      keep: how many of the most recent checkpoints to keep (None keeps all).
+
+    Example:
+      >>> with Checkpointer("run/checkpoints", keep=3) as ckpt:
+      ...     ckpt.save(state)
+      ...     ckpt.latest_step()
+      0
+    """
+
+    def __init__(self, directory: PathLike, *, keep: int | None = None) -> None:
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+            raise ValueError(f"Checkpointer: keep must be None or an int >= 1, got {keep!r}.")
+        self.directory = Path(directory).absolute()
+        if self.directory.exists() and not self.directory.is_dir():
+            raise NotADirectoryError(
+                f"checkpoint directory {self.directory} exists and is not a directory."
+            )
+        self._keep = keep
+        self._manager: ocp.CheckpointManager | None = None
+
+    def _open(self, *, create: bool) -> ocp.CheckpointManager | None:
+        if self._manager is None:
+            if not create and not self.directory.is_dir():
+                return None
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=_options(self._keep, create=create),
+                item_handlers=ocp.StandardCheckpointHandler(),
+            )
+        return self._manager
+
+    def all_steps(self) -> list[int]:
+        """The steps of the complete checkpoints, ascending."""
+        manager = self._open(create=False)
+        if manager is None:
+            return []
+        manager.reload()
+        return sorted(manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        """The step of the newest complete checkpoint, or None when there is none."""
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def save(self, state: TrainState) -> int:
+        """Saves ``state`` as the checkpoint of step ``int(state.step)``; returns the step.
+
+        Complete on disk when it returns. Raises ValueError if that step is already saved,
+        and :class:`CheckpointError` if writing fails (earlier checkpoints stay intact).
+        """
+        if not isinstance(state, TrainState):
+            raise TypeError(f"save: state must be a TrainState, got {type(state).__name__}.")
+        step = int(state.step)
+        try:
+            manager = self._open(create=True)
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot create the checkpoint directory {self.directory}: {e}"
+            ) from e
+        if step in manager.all_steps():
+            raise ValueError(
+                f"a checkpoint for step {step} already exists in {self.directory}; "
+                "checkpoints are never overwritten."
+            )
+        try:
+            manager.save(step, args=ocp.args.StandardSave(_storable(state)))
+            manager.wait_until_finished()
+        except Exception as e:
+            raise CheckpointError(
+                f"writing the checkpoint of step {step} to {self.directory} failed: {e}. "
+                "The earlier checkpoints are intact."
+            ) from e
+        return step
+
+    def restore(self, like: TrainState, step: int | None = None) -> TrainState:
+        """The checkpoint of ``step`` (default: the latest) in the structure of ``like``.
+
+        Args:
+          like: a template TrainState with the expected structure, shapes and dtypes (e.g.
+            a freshly initialised state of the same model and optimizer); its values are
+            not used. Arrays are placed with the template's shardings.
+          step: which checkpoint; None for the latest.
+
+        Raises:
+          FileNotFoundError: no checkpoint (of that step) in the directory.
+          ValueError: the checkpoint's arrays do not match the template's shapes/dtypes.
+        """
+        if not isinstance(like, TrainState):
+            raise TypeError(f"restore: like must be a TrainState, got {type(like).__name__}.")
+        steps = self.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}.")
+        step = steps[-1] if step is None else int(step)
+        if step not in steps:
+            raise FileNotFoundError(
+                f"no checkpoint of step {step} in {self.directory}; available steps: {steps}."
+            )
+        abstract = _abstract(like)
+        found = self._manager.item_metadata(step)
+        found = getattr(found, "tree", found)
+        lines = _mismatches(abstract, found)
+        if lines:
+            raise ValueError(
+                MISMATCH.format(step=step, directory=self.directory, lines="\n".join(lines))
+            )
+        state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        state = TrainState(*state)
+        if _is_typed_key(like.key):
+            state = state._replace(
+                key=jax.random.wrap_key_data(state.key, impl=jax.random.key_impl(like.key))
+            )
+        return state
+
+    def wait_until_finished(self) -> None:
+        """Blocks until pending saves are on disk (saves are synchronous: a no-op guard)."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finishes pending work and releases the manager."""
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Checkpointer({str(self.directory)!r}, keep={self._keep})"
+
+
+def save(directory: PathLike, state: TrainState, *, keep: int | None = None) -> int:
+    """Saves ``state`` to ``directory`` as the checkpoint of step ``int(state.step)``.
+
+    Atomic and synchronous; with ``keep`` only the ``keep`` newest checkpoints remain.
+    For many saves in a loop a :class:`Checkpointer` avoids re-reading the directory.
+
+    Returns:
+      The step saved.
+    """
+    with Checkpointer(directory, keep=keep) as ckpt:
+        return ckpt.save(state)
+
+
+def latest_step(directory: PathLike) -> int | None:
+    """The step of the newest complete checkpoint in ``directory``, or None."""
+    with Checkpointer(directory) as ckpt:
+        return ckpt.latest_step()
+
+
+def all_steps(directory: PathLike) -> list[int]:
+    """The steps of all complete checkpoints in ``directory``, ascending."""
+    with Checkpointer(directory) as ckpt:
+        return ckpt.all_steps()
+
+
+def restore(directory: PathLike, like: TrainState, step: int | None = None) -> TrainState:
+    """Restores the checkpoint of ``step`` (default: the latest) into the structure of ``like``.
+
+    Raises FileNotFoundError when there is no such checkpoint and ValueError, naming each
+    array's expected and found shape, when the checkpoint does not match the template.
+    """
+    with Checkpointer(directory) as ckpt:
+        return ckpt.restore(like, step)
