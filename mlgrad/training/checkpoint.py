@@ -45,12 +45,14 @@ class CheckpointError(RuntimeError):
     """
 
 
-def _options(keep: int | None, *, create: bool) -> ocp.CheckpointManagerOptions:
+def _options(keep: int | None, *, write: bool) -> ocp.CheckpointManagerOptions:
     return ocp.CheckpointManagerOptions(
         max_to_keep=keep,
-        create=create,
+        create=write,
         enable_async_checkpointing=False,  # "saved" means complete on disk
-        cleanup_tmp_directories=True,  # remove the leftovers of a save that was killed
+        # A writer removes the leftovers of a save that was killed or failed; a reader must
+        # not (it could delete the temporary directory of a save in progress elsewhere).
+        cleanup_tmp_directories=write,
     )
 
 
@@ -115,7 +117,7 @@ def _mismatches(expected: TrainState, found: Any) -> list[str]:
 
 MISMATCH = (
     "The checkpoint at step {step} in {directory} does not match the expected train state "
-    "(its model or optimizer differ from the ones it was saved with):\n{lines}\n"
+    "(the model or the optimizer differs from the one it was saved with):\n{lines}\n"
     "Restore with the same model configuration and optimizer as the saved run."
 )
 
@@ -144,21 +146,26 @@ class Checkpointer:
             )
         self._keep = keep
         self._manager: ocp.CheckpointManager | None = None
+        self._writable = False
 
-    def _open(self, *, create: bool) -> ocp.CheckpointManager | None:
+    def _open(self, *, write: bool) -> ocp.CheckpointManager | None:
+        """The orbax manager (None when reading a directory that does not exist)."""
+        if self._manager is not None and write and not self._writable:
+            self.close()  # reopen as a writer
         if self._manager is None:
-            if not create and not self.directory.is_dir():
+            if not write and not self.directory.is_dir():
                 return None
             self._manager = ocp.CheckpointManager(
                 self.directory,
-                options=_options(self._keep, create=create),
+                options=_options(self._keep, write=write),
                 item_handlers=ocp.StandardCheckpointHandler(),
             )
+            self._writable = write
         return self._manager
 
     def all_steps(self) -> list[int]:
         """The steps of the complete checkpoints, ascending."""
-        manager = self._open(create=False)
+        manager = self._open(write=False)
         if manager is None:
             return []
         manager.reload()
@@ -179,7 +186,7 @@ class Checkpointer:
             raise TypeError(f"save: state must be a TrainState, got {type(state).__name__}.")
         step = int(state.step)
         try:
-            manager = self._open(create=True)
+            manager = self._open(write=True)
         except OSError as e:
             raise CheckpointError(
                 f"cannot create the checkpoint directory {self.directory}: {e}"
