@@ -47,7 +47,7 @@ def _value_and_jacobian(
 
     x = _differentiated(args, argnums)
     if mode == "auto":
-        out_shape = split(jax.eval_shape(lambda *a: f(*a, **kwargs), *args))[0]
+        out_shape = jax.eval_shape(lambda *a: split(f(*a, **kwargs))[0], *args)
         mode = "forward" if flat_size(x) <= flat_size(out_shape) else "reverse"
     jac_transform = jax.jacfwd if mode == "forward" else jax.jacrev
 
