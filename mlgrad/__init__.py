@@ -4,6 +4,8 @@ Each concept of the lecture notes is one small function built on one JAX transfo
 the same functions drive the compiled training of the notes' example models.
 """
 
+from mlgrad.backprop import BackpropTable as BackpropTable
+from mlgrad.backprop import backprop_table as backprop_table
 from mlgrad.derivatives import derivative as derivative
 from mlgrad.derivatives import directional_derivative as directional_derivative
 from mlgrad.derivatives import gradient as gradient
@@ -22,10 +24,12 @@ from mlgrad.taylor import taylor as taylor
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackpropTable",
     "ChainRule",
     "Linearization",
     "Taylor",
     "__version__",
+    "backprop_table",
     "chain_rule",
     "derivative",
     "directional_derivative",
