@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mlgrad._validation import as_float
 from mlgrad.derivatives import gradient
 
 PyTree = Any
@@ -211,19 +212,20 @@ def _batch(
 
 
 def _train_step(
-    state: TrainState,
+    params: PyTree,
+    opt_state: optax.OptState,
     batch: PyTree,
     mask: jax.Array | None,
     *,
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
-) -> tuple[TrainState, jax.Array, jax.Array]:
-    """One optimizer step. Returns the new state, the batch loss and whether all is finite."""
-    grads, loss = gradient(_objective, has_aux=True)(state.params, batch, mask, loss_fn)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & _all_finite((params, opt_state))
-    return TrainState(params, opt_state, state.step + 1, state.key), loss, finite
+) -> tuple[PyTree, optax.OptState, jax.Array, jax.Array]:
+    """One optimizer step: new params and optimizer state, the batch loss, all finite?"""
+    grads, loss = gradient(_objective, has_aux=True)(params, batch, mask, loss_fn)
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    finite = jnp.isfinite(loss) & _all_finite((new_params, new_opt_state))
+    return new_params, new_opt_state, loss, finite
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "optimizer", "plan", "length", "trace"))
@@ -237,35 +239,38 @@ def _run_chunk(
     plan: _Batching | None,
     length: int,
     trace: bool,
-) -> tuple[TrainState, jax.Array, jax.Array, jax.Array, PyTree | None]:
+) -> tuple[TrainState, jax.Array, jax.Array, PyTree | None]:
     """``length`` steps as one ``lax.scan``; frozen from the first non-finite step on.
 
     ``orders`` are the epoch orders of :func:`_epoch_orders` from the chunk's first epoch
-    (None for full batches). Returns (final state, all steps finite, losses, per-step finite
-    flags, params after every step or None).
+    (None for full batches). Returns (final state, whether every step was finite, the
+    losses, the params after every step or None). When a step was not finite, the final
+    state is the state before it: its ``step`` is the number of good steps.
     """
     first_epoch = None if plan is None else state.step // plan.per_epoch
 
     def body(carry, _):
-        state, ok = carry
+        params, opt_state, step, ok = carry
         if plan is None:
             batch, mask = data, None
         else:
-            batch, mask = _batch(data, orders, state.step, first_epoch, plan)
-        new, loss, finite = _train_step(state, batch, mask, loss_fn=loss_fn, optimizer=optimizer)
-        ok = ok & finite
-        kept = jax.tree.map(
-            lambda a, b: jnp.where(ok, a, b),
-            (new.params, new.opt_state, new.step),
-            (state.params, state.opt_state, state.step),
+            batch, mask = _batch(data, orders, step, first_epoch, plan)
+        new_params, new_opt_state, loss, finite = _train_step(
+            params, opt_state, batch, mask, loss_fn=loss_fn, optimizer=optimizer
         )
-        state = TrainState(*kept, state.key)
-        return (state, ok), (loss, finite, state.params if trace else None)
+        ok = ok & finite
+        params, opt_state, step = jax.tree.map(
+            lambda new, old: jnp.where(ok, new, old),
+            (new_params, new_opt_state, step + 1),
+            (params, opt_state, step),
+        )
+        return (params, opt_state, step, ok), (loss, params if trace else None)
 
-    (state, ok), (losses, finite, params_trace) = jax.lax.scan(
-        body, (state, jnp.asarray(True)), None, length=length
+    init = (state.params, state.opt_state, state.step, jnp.asarray(True))
+    (params, opt_state, step, ok), (losses, params_trace) = jax.lax.scan(
+        body, init, None, length=length
     )
-    return state, ok, losses, finite, params_trace
+    return TrainState(params, opt_state, step, state.key), ok, losses, params_trace
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn",))
@@ -310,11 +315,24 @@ def _next_boundary(step: int, steps: int, every: tuple[int, ...]) -> int:
     return min([steps, *((step // k + 1) * k for k in every)])
 
 
+@functools.lru_cache(maxsize=1)
+def _default_key() -> jax.Array:
+    return jax.random.PRNGKey(0)
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer",))
+def _init_state(
+    params: PyTree, key: jax.Array, *, optimizer: optax.GradientTransformation
+) -> TrainState:
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key)
+
+
 def _initial_state(params: PyTree, optimizer: optax.GradientTransformation, key: Any) -> TrainState:
     if params is None:
         raise ValueError("fit: params is None; pass initial parameters, or state= to resume.")
-    key = jax.random.PRNGKey(0) if key is None else jnp.asarray(key)
-    return TrainState(params, optimizer.init(params), jnp.asarray(0, jnp.int32), key)
+    params = as_float(params, "fit: params")
+    key = _default_key() if key is None else jnp.asarray(key)
+    return _init_state(params, key, optimizer=optimizer)
 
 
 def fit(
@@ -450,12 +468,10 @@ def fit(
             if plan is not None:  # sized for the longest chunk: one program per fit call
                 first_epoch = state.step // plan.per_epoch
                 orders = _epoch_orders(state.key, first_epoch, plan=plan, count=count)
-            new, ok, chunk_losses, finite, params_trace = chunk(
-                state, data, orders, length=end - step
-            )
-            chunk_losses = np.asarray(chunk_losses)
-            if not bool(ok):  # the scan froze `new` at the last good state
-                bad = int(np.argmin(np.asarray(finite)))  # the first failing step of the chunk
+            new, ok, chunk_losses, params_trace = chunk(state, data, orders, length=end - step)
+            ok, chunk_losses = jax.device_get((ok, chunk_losses))
+            if not ok:  # the scan froze `new` at the last good state, before the failing step
+                bad = int(new.step) - step  # index of the failing step in this chunk
                 losses.append(chunk_losses[: bad + 1])
                 raise TrainingDivergedError(step + bad + 1, new, np.concatenate(losses))
             state, step = new, end
