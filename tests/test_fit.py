@@ -82,12 +82,13 @@ def test_least_squares_reaches_lstsq():
     assert int(r.state.step) == 400 and r.history.shape == (400,)
 
 
-def test_gd_history_matches_numpy_gd_and_decreases():
+def test_gd_history_matches_numpy_gd_and_decreases(capsys):
     """GD on the convex quadratic mean((x w + b - y)^2): history equals a NumPy re-run."""
     x, y = regression_data()
     lr, steps = 0.1, 50
     with jax.enable_x64(True):
-        r = fit(linear_mse, zeros(3, jnp.float64), (x, y), optimizer=GD, steps=steps)
+        r = fit(linear_mse, zeros(3, jnp.float64), (x, y), optimizer=GD, steps=steps, progress=True)
+    assert "50/50" in capsys.readouterr().err  # the progress bar, on stderr
     w, b, expected = np.zeros(3), 0.0, []
     for _ in range(steps):
         res = x @ w + b - y

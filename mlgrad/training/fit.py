@@ -21,7 +21,9 @@ Design notes:
   run's key: epoch ``e = s // batches_per_epoch`` is shuffled by
   ``jax.random.permutation(jax.random.fold_in(key, e), n)`` and step ``s`` takes slice
   ``s % batches_per_epoch`` of it. Resuming needs no data cursor, and the result does not
-  depend on where chunks start.
+  depend on where chunks start. The orders of the epochs a chunk touches are drawn by a
+  separate small jitted program (compiled once per data size and shared by every model: the
+  PRNG and sort take about half a second to compile) and passed to the chunk.
 * **No recompilation for a ragged last batch.** When ``n % batch_size != 0`` every batch has
   ``batch_size`` slots; the last batch of an epoch is padded with real examples and masked.
   The loss is then evaluated per example (``jax.vmap`` over batches of size 1) and averaged over
@@ -109,8 +111,8 @@ class TrainingDivergedError(RuntimeError):
     Attributes:
       step: the 1-based number of the step that failed (its loss, or the parameters or
         optimizer state it produced, were NaN or infinite).
-      last_good_state: the :class:`TrainState` before that step (``step - 1`` steps taken);
-        every value in it is finite.
+      last_good_state: the :class:`TrainState` before that step (``step - 1`` steps taken),
+        finite whenever the initial state was.
       history: the losses of this ``fit`` call up to and including the failing step.
     """
 
