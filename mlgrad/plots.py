@@ -7,6 +7,7 @@ Model-specific figures (fitted line, loss surface, reconstructions...) live with
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def loss_curve(
     final = f"final training loss {train_loss[-1]:.4g}" if len(train_loss) else "no steps"
     if len(val_loss):
         final += f", validation {val_loss[-1]:.4g}"
-    ax.set_title(f"{title}\n{final}", fontsize=TITLE_SIZE)
+    ax.set_title(f"{textwrap.fill(title, 56)}\n{final}", fontsize=TITLE_SIZE)
     ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
     ax.set_ylabel(loss_label + (" (log scale)" if log else ""), fontsize=LABEL_SIZE)
     ax.tick_params(labelsize=TICK_SIZE)

@@ -1,0 +1,849 @@
+"""The ``mlgrad`` command line: train a config into a run directory, evaluate a saved run.
+
+::
+
+    mlgrad train CONFIG [key=value ...] [--out DIR] [--resume] [--dry-run] [--quiet]
+    mlgrad eval RUN_DIR [--json]
+
+Exit codes: 0 success; 2 a usage, config or data error (reported before anything is written);
+1 a failure during training (divergence, a disk error); 130 interrupted.
+
+A run directory (``runs/<name>-<UTC timestamp>/``, or exactly ``--out DIR``) holds:
+
+* ``config.yaml``: the resolved config (defaults filled in, data path absolute);
+* ``metrics.jsonl``: one JSON object per logged step: ``step``, ``train_loss`` (the loss of
+  that step's batch before its update), and at evaluation steps ``val_loss`` and the model's
+  other validation metrics (``val_accuracy``); rewritten atomically;
+* ``checkpoints/``: orbax checkpoints of the full train state (params, optimizer state, step,
+  PRNG key) at step 0, every ``train.checkpoint_every`` steps and at the end (the newest
+  ``train.keep_checkpoints`` are kept);
+* ``summary.json``: final ``metrics`` (``train_loss``; with a validation split ``val_loss``
+  and, for classifiers, ``val_accuracy``), the model's report (e.g. ``coefficients`` in data
+  units and ``intercept``), ``wall_time_s``, ``devices``, ``steps``, ``name``, ``config``;
+* PNG figures: ``loss.png`` and the model's own (``fit.png``, ``loss_surface.png``, ...).
+
+The gradient-descent path over the loss surface needs the parameters after every step, so
+``fit`` records them (``trace_params=True``) exactly when the model has at most two scalar
+parameters (single-feature linear regression: slope and intercept); for larger models the
+trace would cost memory and there is no 2-D surface to draw it on.
+
+``--resume`` continues the run in ``--out DIR`` from its latest complete checkpoint up to
+``train.steps``; any other difference from the saved config is refused. Training N steps and
+resuming to 2N gives bit-identical parameters to 2N uninterrupted steps.
+
+JAX's persistent compilation cache is on for the command (not for ``import mlgrad``): in
+``$MLGRAD_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlgrad/jax``, else ``~/.cache/mlgrad/jax``,
+caching every program however fast it compiled, so a second run starts faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import difflib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+COMMANDS = ("train", "eval")
+
+#: Progress-bar updates per run: chunks are about steps / this long (see _chunk_size).
+CHUNKS_PER_RUN = 50
+#: metrics.jsonl is rewritten at most this often (seconds), and at every checkpoint.
+METRICS_FLUSH_S = 2.0
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called (exit code 2; nothing written)."""
+
+
+class RunError(Exception):
+    """A failure during training (exit code 1): divergence, a disk error."""
+
+
+# ---------------------------------------------------------------------------------------------
+# argument parsing
+
+
+def _version() -> str:
+    try:
+        import mlgrad
+
+        return str(mlgrad.__version__)
+    except (ImportError, AttributeError):  # pragma: no cover
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("mlgrad")
+        except PackageNotFoundError:
+            return "unknown"
+
+
+_DESCRIPTION = (
+    "Train the lecture notes' example models with XLA-compiled gradient descent, from a "
+    "config file. Exit codes: 0 success, 1 failure during training, 2 usage/config/data error."
+)
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlgrad",
+        description=_DESCRIPTION,
+        epilog="Run 'mlgrad COMMAND --help' for a command's options. Example: "
+        "mlgrad train configs/linear_regression.yaml train.steps=500",
+    )
+    parser.add_argument("--version", action="version", version=f"mlgrad {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("train", help="train a model from a config into a run directory")
+    sub.add_parser("eval", help="report the metrics of a saved run from its latest checkpoint")
+    return parser
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlgrad train",
+        description="Train the model of CONFIG (a YAML file) and write a run directory with the "
+        "resolved config, metrics.jsonl, checkpoints, summary.json and PNG plots.",
+        epilog="Examples:\n"
+        "  mlgrad train configs/linear_regression.yaml\n"
+        "  mlgrad train configs/linear_regression.yaml optimizer.learning_rate=0.05 "
+        "train.steps=500\n"
+        "  mlgrad train configs/linear_regression_multi.yaml data.features=[temp,price]\n"
+        "  mlgrad train configs/logistic.yaml --out runs/lr --resume train.steps=6000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", metavar="CONFIG", help="the run config (YAML), e.g. configs/*.yaml")
+    p.add_argument(
+        "overrides",
+        metavar="KEY=VALUE",
+        nargs="*",
+        help="dotted overrides applied to the config, e.g. train.steps=500 "
+        "data.features=[temp,price] (values are YAML)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="the run directory (default: runs/<name>-<UTC timestamp> under the current "
+        "directory); an existing non-empty DIR is refused unless --resume is given",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out DIR from its latest checkpoint up to train.steps; "
+        "any other change to the saved config is refused",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the config and the data, print the resolved config, write nothing",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or info lines")
+    p.add_argument("--no-plots", action="store_true", help="skip writing the PNG figures")
+    return p
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlgrad eval",
+        description="Report the metrics of a saved run (its latest checkpoint) on the training "
+        "and validation splits. Writes nothing.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by mlgrad train")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    return p
+
+
+def _parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
+    """Dispatches on the command, then parses its options (overrides may come anywhere)."""
+    top = _main_parser()
+    if not argv or argv[0].startswith("-"):
+        top.parse_args(argv)  # --help / --version exit here; anything else is an error
+        top.error("missing COMMAND (train or eval)")
+    command = argv[0]
+    if command not in COMMANDS:
+        match = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"; did you mean '{match[0]}'?" if match else ""
+        top.error(f"unknown command {command!r}{hint} (choose from train, eval)")
+    parser = _train_parser() if command == "train" else _eval_parser()
+    return command, parser.parse_intermixed_args(argv[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# output helpers
+
+
+class _Console:
+    """Info lines on stderr (silenced by --quiet); errors always on stderr."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+
+def _error(text: str) -> None:
+    print(f"error: {text}", file=sys.stderr, flush=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` via a temporary file in the same directory and os.replace."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _finite_or_none(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
+class MetricsLog:
+    """``metrics.jsonl``: records by step, rewritten atomically (throttled)."""
+
+    def __init__(self, path: Path, records: list[dict] | None = None) -> None:
+        self.path = path
+        self.records: list[dict] = list(records or [])
+        self._by_step = {r["step"]: r for r in self.records}
+        self._flushed = 0.0
+
+    @staticmethod
+    def read(path: Path) -> list[dict]:
+        """The records of a metrics file; a torn last line (a killed write) is skipped."""
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+        return records
+
+    def record(self, step: int, **values: Any) -> dict:
+        rec = self._by_step.get(step)
+        if rec is None:
+            rec = self._by_step[step] = {"step": step}
+            self.records.append(rec)
+        rec.update({k: _finite_or_none(v) for k, v in values.items()})
+        return rec
+
+    def flush(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._flushed < METRICS_FLUSH_S:
+            return
+        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
+        _write_atomic(self.path, text)
+        self._flushed = now
+
+
+# ---------------------------------------------------------------------------------------------
+# run directory
+
+
+def _utc_stamp() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _check_can_create(path: Path) -> None:
+    """Raises UsageError unless ``path`` is a directory we can write or can be created."""
+    path = path.absolute()
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"output path {path} exists and is not a directory.")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(f"output directory {path} is not writable.")
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(
+            f"cannot create output directory {path}: {parent} is a file, not a directory."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot create output directory {path}: {parent} is not writable.")
+
+
+def _default_run_dir(name: str) -> Path:
+    base = Path("runs") / f"{name}-{_utc_stamp()}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX setup
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("MLGRAD_CACHE_DIR"):
+        return Path(os.environ["MLGRAD_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "mlgrad" / "jax"
+
+
+_CACHE_OPTIONS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+
+
+@contextlib.contextmanager
+def compilation_cache(console: _Console | None = None) -> Iterator[Path | None]:
+    """JAX's persistent compilation cache, on for the duration (every program is cached).
+
+    The previous settings are restored afterwards, so calling :func:`main` in-process leaves
+    JAX's global configuration as it found it.
+    """
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    directory = _cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if console is not None:
+            console.info(f"note: compilation cache off ({directory}: {e.strerror or e})")
+        yield None
+        return
+    old = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # no size limit
+    cc.reset_cache()  # take effect even if this process compiled something before
+    try:
+        yield directory
+    finally:
+        for name, value in old.items():
+            jax.config.update(name, value)
+        cc.reset_cache()
+
+
+def _devices(tree: Any) -> list[Any]:
+    """The devices holding the arrays of ``tree`` (where training ran)."""
+    import jax
+
+    found = {}
+    for leaf in jax.tree.leaves(tree):
+        for d in getattr(leaf, "devices", lambda: set())():
+            found[d.id, d.platform] = d
+    return [found[k] for k in sorted(found)] or jax.devices()[:1]
+
+
+def _describe_devices(devices: Sequence[Any]) -> str:
+    return ", ".join(f"{d} ({d.device_kind})" for d in devices)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pieces of a run
+
+
+@dataclasses.dataclass
+class _Setup:
+    """Everything validated before anything is written."""
+
+    cfg: Any
+    module: Any
+    data: Any
+    model: Any
+    optimizer: Any
+
+
+def _prepare(config: Path, overrides: Sequence[str]) -> _Setup:
+    """Validates the config, loads and checks the data, builds model and optimizer.
+
+    Raises ConfigError or DataError (both ValueErrors) for the user's mistakes.
+    """
+    from mlgrad.config import build_model, build_optimizer, load_config
+
+    cfg, module = load_config(config, overrides)
+    data = _load_data(cfg)
+    model = build_model(cfg, module, data)
+    optimizer = build_optimizer(cfg.optimizer, steps=cfg.train.steps)
+    return _Setup(cfg, module, data, model, optimizer)
+
+
+def _load_data(cfg: Any) -> Any:
+    from mlgrad.data import DataError, load
+
+    d = cfg.data
+    try:
+        return load(
+            d.name,
+            path=d.path,
+            features=None if d.features is None else list(d.features),
+            target=d.target,
+            val_split=d.val_split,
+            split_seed=d.split_seed,
+        )
+    except DataError as e:
+        raise DataError(f"`{_data_key(str(e), d)}`: {e}") from None
+
+
+def _data_key(message: str, d: Any) -> str:
+    """The config key a data error is most likely about (the loader does not know keys)."""
+    text = message.lower()
+    if "feature" in text and d.features is not None:
+        return "data.features"
+    if "target" in text and d.target is not None:
+        return "data.target"
+    if "val_split" in text or "validation row" in text or "training row" in text:
+        return "data.val_split"
+    return "data.path" if d.path is not None else "data.name"
+
+
+def _initial_state(setup: _Setup) -> Any:
+    """The train state at step 0: init params from split(PRNGKey(seed))[0], shuffling key [1]."""
+    import jax
+    import jax.numpy as jnp
+
+    from mlgrad.training import TrainState
+
+    init_key, train_key = jax.random.split(jax.random.PRNGKey(setup.cfg.seed))
+    params = setup.model.init(init_key)
+    return TrainState(params, setup.optimizer.init(params), jnp.asarray(0, jnp.int32), train_key)
+
+
+def _param_count(params: Any) -> int:
+    import jax
+    import numpy as np
+
+    return sum(int(np.size(x)) for x in jax.tree.leaves(params))
+
+
+def _chunk_size(train: Any, has_val: bool) -> int:
+    """Steps per compiled chunk: a divisor of checkpoint_every (and eval_every), so every
+    checkpoint and evaluation falls on a chunk boundary and all chunks have one length (one
+    compilation), about steps / CHUNKS_PER_RUN long for a live progress bar."""
+    base = math.gcd(train.checkpoint_every, train.eval_every) if has_val else train.checkpoint_every
+    target = max(1, min(base, math.ceil(train.steps / CHUNKS_PER_RUN)))
+    best = 1
+    for d in range(1, math.isqrt(base) + 1):
+        if base % d == 0:
+            for c in (d, base // d):
+                if best < c <= target:
+                    best = c
+    return best
+
+
+def _batch(split: tuple[Any, Any]) -> tuple[Any, Any]:
+    import jax.numpy as jnp
+
+    return jnp.asarray(split[0]), jnp.asarray(split[1])
+
+
+def _final_metrics(model: Any, params: Any, data: Any) -> dict[str, float | None]:
+    """train_loss, val_loss and the model's other metrics (train_*, val_*) at ``params``.
+
+    The loss is the training objective, ``model.loss`` on the whole split (penalties
+    included); the other metrics come from ``model.metrics``, in one compiled call.
+    """
+    import jax
+
+    def evaluate(params: Any, batch: Any) -> dict[str, Any]:
+        return {**model.metrics(params, batch), "loss": model.loss(params, batch)}
+
+    evaluate = jax.jit(evaluate)
+    out: dict[str, float | None] = {}
+    splits = [("train", data.train)] + ([("val", data.val)] if data.val is not None else [])
+    for name, split in splits:
+        values = evaluate(params, _batch(split))
+        out[f"{name}_loss"] = _finite_or_none(values.pop("loss"))
+        out.update({f"{name}_{k}": _finite_or_none(v) for k, v in values.items()})
+    return out
+
+
+def _format_metrics(metrics: dict[str, float | None]) -> str:
+    return ", ".join(f"{k} {'nan' if v is None else f'{v:.6g}'}" for k, v in metrics.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def _resume_checks(setup: _Setup, run_dir: Path) -> None:
+    """Refuses to resume a run whose saved config differs (other than train.steps)."""
+    from omegaconf import OmegaConf
+
+    from mlgrad.config import ConfigError, config_diff, read_config_file
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise UsageError(
+            f"--resume: {run_dir} holds no config.yaml, so there is no run to resume there. "
+            "Give the run directory of an earlier 'mlgrad train ... --out DIR'."
+        )
+    try:
+        saved = read_config_file(saved_path)
+    except ConfigError as e:
+        raise UsageError(f"--resume: cannot read the saved config: {e}") from None
+    current = OmegaConf.to_container(setup.cfg, resolve=True)
+    differ = [k for k in config_diff(saved, current) if k != "train.steps"]
+    if differ:
+        flat_saved, flat_now = _flat(saved), _flat(current)
+        changes = "; ".join(
+            f"`{k}` was {_short(flat_saved.get(k, None))}, now {_short(flat_now.get(k, None))}"
+            for k in differ
+        )
+        raise UsageError(
+            f"--resume: the config differs from the saved run in {run_dir} ({changes}). "
+            "Only train.steps may change when resuming; start a new run (another --out) to "
+            "train with other settings."
+        )
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: tree}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def train(args: argparse.Namespace) -> int:
+    """``mlgrad train``: validate, then train into a run directory."""
+    from mlgrad.config import to_yaml
+
+    console = _Console(args.quiet)
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out DIR, the run directory to continue.")
+    setup = _prepare(Path(args.config), args.overrides)
+    cfg = setup.cfg
+    run_dir = Path(args.out) if args.out else _default_run_dir(cfg.name)
+    _check_can_create(run_dir)
+    resuming = bool(args.resume)
+    if resuming:
+        if not run_dir.is_dir():
+            raise UsageError(f"--resume: {run_dir} does not exist, so there is no run to resume.")
+        _resume_checks(setup, run_dir)
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(
+            f"output directory {run_dir} exists and is not empty. Pass --resume to continue the "
+            "run in it, or choose another --out."
+        )
+    if args.dry_run:
+        sys.stdout.write(to_yaml(cfg))
+        console.info(f"dry run: config and data are valid ({setup.data!r}); nothing written.")
+        return EXIT_OK
+    with compilation_cache(console):
+        return _run(setup, run_dir, resuming, args, console)
+
+
+def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Console) -> int:
+    from mlgrad.config import to_yaml
+    from mlgrad.training import TrainingDivergedError, fit
+    from mlgrad.training.checkpoint import Checkpointer, CheckpointError
+
+    cfg, data, model = setup.cfg, setup.data, setup.model
+    t0 = time.perf_counter()
+    state0 = _initial_state(setup)
+    ckpt_dir = run_dir / "checkpoints"
+    state, start = state0, 0
+    if resuming:
+        ckpt = Checkpointer(ckpt_dir)
+        try:
+            latest = ckpt.latest_step()
+            if latest is not None:
+                state = ckpt.restore(state0)
+                start = int(state.step)
+        except ValueError as e:
+            raise UsageError(f"--resume: {e}") from None
+        finally:
+            ckpt.close()
+        if start > cfg.train.steps:
+            raise UsageError(
+                f"--resume: the run in {run_dir} is already at step {start}, past "
+                f"train.steps={cfg.train.steps}; pass train.steps={start} or more."
+            )
+    # From here on we write.
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(run_dir / "config.yaml", to_yaml(cfg))
+        log = MetricsLog(run_dir / "metrics.jsonl")
+        if resuming:
+            log = MetricsLog(log.path, [r for r in MetricsLog.read(log.path) if r["step"] <= start])
+            with contextlib.suppress(FileNotFoundError):  # stale until this run finishes
+                (run_dir / "summary.json").unlink()
+        log.flush(force=True)
+    except OSError as e:
+        raise RunError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from None
+
+    what = f"resuming at step {start} of" if resuming and start else "training"
+    console.info(
+        f"mlgrad: {what} {cfg.name} ({setup.module.__name__}, {_param_count(state0.params)} "
+        f"parameters) for {cfg.train.steps} steps -> {run_dir}"
+    )
+    console.info(f"data: {data.source}")
+    console.info(f"devices: {_describe_devices(_devices(state.params))}")
+
+    import jax
+
+    val_metrics = jax.jit(model.metrics)
+    val_batch = _batch(data.val) if data.val is not None else None
+    train_cfg = cfg.train
+    steps = train_cfg.steps
+
+    ckpt = Checkpointer(ckpt_dir, keep=train_cfg.keep_checkpoints)
+
+    def save(s: Any) -> None:
+        if int(s.step) not in ckpt.all_steps():
+            ckpt.save(s)
+
+    def on_chunk(s: Any, losses: Any, val_loss: float | None) -> None:
+        step = int(s.step)
+        first = step - len(losses) + 1
+        for i, loss in enumerate(losses):
+            k = first + i
+            if k % train_cfg.log_every == 0 or k == steps or k == 1:
+                log.record(k, train_loss=loss)
+        if val_loss is not None:
+            extra = {
+                f"val_{k}": v for k, v in val_metrics(s.params, val_batch).items() if k != "loss"
+            }
+            log.record(step, train_loss=losses[-1], val_loss=val_loss, **extra)
+        if step % train_cfg.checkpoint_every == 0 or step == steps:
+            log.flush(force=True)  # metrics first: after a crash they are truncated to the
+            save(s)  # checkpoint, never short of it
+        else:
+            log.flush()
+
+    trace = _param_count(state0.params) <= 2
+    result = None
+    try:
+        if start == 0:
+            save(state)
+        if start < steps:
+            result = fit(
+                model.loss,
+                None,
+                _batch(data.train),
+                optimizer=setup.optimizer,
+                steps=steps,
+                batch_size=train_cfg.batch_size,
+                val_data=val_batch,
+                eval_every=train_cfg.eval_every if val_batch is not None else None,
+                state=state,
+                chunk_size=_chunk_size(train_cfg, val_batch is not None),
+                callback=on_chunk,
+                progress=not args.quiet and sys.stderr.isatty(),
+                trace_params=trace,
+            )
+            state = result.state
+    except TrainingDivergedError as e:
+        good = e.last_good_state
+        with contextlib.suppress(CheckpointError, OSError, ValueError):
+            latest = ckpt.latest_step()
+            if latest is None or int(good.step) > latest:
+                ckpt.save(good)
+        with contextlib.suppress(OSError):
+            log.flush(force=True)
+        ckpt.close()
+        loss = float(e.history[-1]) if len(e.history) else float("nan")
+        lr = cfg.optimizer.get("learning_rate")
+        hint = f" e.g. optimizer.learning_rate={lr / 10:g}" if isinstance(lr, int | float) else ""
+        raise RunError(
+            f"training diverged at step {e.step}: the loss became {loss:g} (or the update "
+            f"non-finite). The last good state (step {int(good.step)}) is saved in {ckpt_dir}. "
+            f"Try a smaller learning rate{hint}."
+        ) from None
+    except (CheckpointError, OSError) as e:
+        ckpt.close()
+        raise RunError(f"writing the run directory {run_dir} failed: {e}") from None
+    ckpt.close()
+
+    try:
+        metrics = _final_metrics(model, state.params, data)
+        summary = {
+            "name": cfg.name,
+            "config": str(args.config),
+            "steps": int(state.step),
+            "metrics": metrics,
+            **model.report(state.params),
+            "wall_time_s": round(time.perf_counter() - t0, 3),
+            "devices": [
+                {"platform": d.platform, "device_kind": d.device_kind, "id": d.id}
+                for d in _devices(state.params)
+            ],
+            "resumed_from_step": start if resuming else None,
+            "data": data.source,
+            "run_dir": str(run_dir),
+            "finished_utc": _utc_stamp(),
+        }
+        log.flush(force=True)
+        _write_atomic(run_dir / "summary.json", _json(summary))
+        figures = []
+        if not args.no_plots:
+            figures = _plots(setup, state.params, result, run_dir, log.records, console)
+    except OSError as e:
+        raise RunError(f"writing the run directory {run_dir} failed: {e}") from None
+    if figures:
+        console.info(f"figures: {', '.join(p.name for p in figures)}")
+    print(f"done: {int(state.step)} steps, {_format_metrics(metrics)} -> {run_dir}")
+    return EXIT_OK
+
+
+def _lr_text(optimizer: Any) -> str:
+    lr = optimizer.get("learning_rate")
+    if isinstance(lr, int | float):
+        return f"learning rate {lr:g}"
+    if lr is None:
+        return "default learning rate"
+    return f"learning rate {lr.get('name', 'schedule')}"
+
+
+def _plots(
+    setup: _Setup, params: Any, result: Any, run_dir: Path, records: list[dict], console: _Console
+) -> list[Path]:
+    from mlgrad import plots
+
+    cfg = setup.cfg
+    train = [(r["step"], r["train_loss"]) for r in records if r.get("train_loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+    batched = cfg.train.batch_size is not None and cfg.train.batch_size < len(setup.data.x_train)
+    figures = [
+        plots.loss_curve(
+            run_dir / "loss.png",
+            [s for s, _ in train],
+            [v for _, v in train],
+            [s for s, _ in val],
+            [v for _, v in val],
+            title=f"Loss curve: {cfg.name} ({cfg.optimizer.name}, {_lr_text(cfg.optimizer)})",
+            loss_label=getattr(setup.module, "LOSS_LABEL", "loss"),
+            minibatch=batched,
+        )
+    ]
+    try:
+        figures += list(setup.model.plots(params, setup.data, result, run_dir))
+    except OSError:
+        raise
+    except Exception as e:  # a figure must not lose a finished run
+        console.info(f"warning: the model's plots failed ({type(e).__name__}: {e})")
+    return [Path(f) for f in figures]
+
+
+# ---------------------------------------------------------------------------------------------
+# eval
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """``mlgrad eval``: metrics of a saved run's latest checkpoint; writes nothing."""
+    from mlgrad.training.checkpoint import Checkpointer
+
+    run_dir = Path(args.run_dir)
+    config = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        raise UsageError(f"run directory {run_dir} not found.")
+    if not config.is_file():
+        raise UsageError(f"{run_dir} holds no config.yaml; is it a run directory of mlgrad train?")
+    setup = _prepare(config, [])
+    with compilation_cache():
+        state0 = _initial_state(setup)
+        ckpt = Checkpointer(run_dir / "checkpoints")
+        try:
+            if ckpt.latest_step() is None:
+                raise UsageError(f"{run_dir} holds no complete checkpoint.")
+            state = ckpt.restore(state0)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        finally:
+            ckpt.close()
+        metrics = _final_metrics(setup.model, state.params, setup.data)
+    step = int(state.step)
+    if args.json:
+        print(json.dumps({"run_dir": str(run_dir), "step": step, "metrics": metrics}, indent=2))
+    else:
+        print(f"{run_dir}: step {step} of {setup.cfg.train.steps}")
+        width = max(len(k) for k in metrics)
+        for k, v in metrics.items():
+            print(f"  {k:<{width}}  {'nan' if v is None else f'{v:.6g}'}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``mlgrad`` command line; returns the exit code (the console script exits
+    with it).
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 success; 1 failure during training; 2 usage, config or data error (nothing
+        written); 130 interrupted.
+
+    Example:
+        >>> main(["train", "configs/linear_regression.yaml", "--dry-run"])  # doctest: +SKIP
+        0
+    """
+    from mlgrad.config import ConfigError
+    from mlgrad.data import DataError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        command, args = _parse(argv)
+    except SystemExit as e:  # argparse: --help, --version (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    debug = bool(os.environ.get("MLGRAD_DEBUG"))
+    try:
+        return train(args) if command == "train" else evaluate(args)
+    except (ConfigError, DataError, UsageError) as e:
+        _error(str(e))
+        return EXIT_USAGE
+    except RunError as e:
+        _error(str(e))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _error("interrupted; continue with: mlgrad train CONFIG --out RUN_DIR --resume")
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if debug:
+            raise
+        _error(
+            f"{command} failed unexpectedly: {type(e).__name__}: {e}. This is likely a bug "
+            "in mlgrad; rerun with MLGRAD_DEBUG=1 for the traceback and report it."
+        )
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
