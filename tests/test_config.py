@@ -459,3 +459,84 @@ def test_loading_does_not_touch_jax_config(write):
     before = (jax.config.jax_enable_x64, jax.config.jax_compilation_cache_dir)
     load_config(write())
     assert (jax.config.jax_enable_x64, jax.config.jax_compilation_cache_dir) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# fuzzing: anything typed by hand ends in a ConfigError or a valid config, never another error
+
+_FUZZ_KEYS = [
+    "name",
+    "seed",
+    "model",
+    "model.name",
+    "model.standardize",
+    "data",
+    "data.name",
+    "data.path",
+    "data.features",
+    "data.val_split",
+    "optimizer",
+    "optimizer.name",
+    "optimizer.learning_rate",
+    "optimizer.momentum",
+    "optimizer.learning_rate.name",
+    "optimizer.learning_rate.decay_steps",
+    "train",
+    "train.steps",
+    "train.batch_size",
+    "x.y",
+]
+_FUZZ_VALUES = [
+    "",
+    "null",
+    "0",
+    "-1",
+    "1e400",
+    ".nan",
+    "1e-3",
+    "true",
+    "[1,2]",
+    "[temp]",
+    "[]",
+    "{}",
+    "{name: cosine_decay_schedule, init_value: 0.1, decay_steps: 5}",
+    "abc",
+    "${nope}",
+    "${train.steps}",
+    "!!binary aGk=",
+    "2001-01-01",
+    "99999999999999999999",
+    "{1: 2}",
+    "*a",
+    "[[[]]]",
+    ": :",
+    "'open",
+    "- a",
+]
+
+
+def test_fuzzed_configs_end_in_a_config_error_or_a_valid_config(tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    base = (CONFIGS / "linear_regression.yaml").read_text()
+    path = tmp_path / "fuzz.yaml"
+    value = st.one_of(st.sampled_from(_FUZZ_VALUES), st.text(max_size=10))
+    override = st.builds("{}={}".format, st.sampled_from(_FUZZ_KEYS), value)
+    content = st.one_of(st.just(base), st.text(max_size=60), st.binary(max_size=30))
+
+    @settings(
+        max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    @given(st.lists(override, max_size=3), content)
+    def check(overrides, text):
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_bytes(text.encode("utf-8", "surrogatepass"))
+        try:
+            load_config(path, overrides)
+        except ConfigError as e:
+            assert str(e).strip() and "\n" not in str(e).strip()
+
+    check()
