@@ -605,7 +605,11 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
     except OSError as e:
         raise RunError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from None
 
-    what = f"resuming at step {start} of" if resuming and start else "training"
+    what = "training"
+    if resuming and start == cfg.train.steps:
+        what = f"already at step {start}; rewriting the summary and figures of"
+    elif resuming and start:
+        what = f"resuming at step {start} of"
     console.info(
         f"mlgrad: {what} {cfg.name} ({setup.module.__name__}, {_param_count(state0.params)} "
         f"parameters) for {cfg.train.steps} steps -> {run_dir}"
