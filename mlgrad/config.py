@@ -470,7 +470,15 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(
             f"override {text!r}: {key!r} is not a dotted key such as optimizer.learning_rate."
         )
-    parsed = _parse_yaml(value, f"the value of override {text!r}") if value.strip() else None
+    try:
+        parsed = _parse_yaml(value, f"the value of override {text!r}") if value.strip() else None
+    except ConfigError as e:
+        if value.lstrip().startswith(("{", "[")):
+            raise ConfigError(
+                f"{e} A list or mapping with spaces must be one shell word: quote the whole "
+                "override, e.g. 'optimizer.learning_rate={name: exponential_decay, ...}'."
+            ) from None
+        raise
     return key, parsed
 
 
