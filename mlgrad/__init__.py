@@ -20,19 +20,27 @@ from mlgrad.taylor import Linearization as Linearization
 from mlgrad.taylor import Taylor as Taylor
 from mlgrad.taylor import linearization as linearization
 from mlgrad.taylor import taylor as taylor
+from mlgrad.training import FitResult as FitResult
+from mlgrad.training import TrainingDivergedError as TrainingDivergedError
+from mlgrad.training import TrainState as TrainState
+from mlgrad.training import fit as fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackpropTable",
     "ChainRule",
+    "FitResult",
     "Linearization",
     "Taylor",
+    "TrainState",
+    "TrainingDivergedError",
     "__version__",
     "backprop_table",
     "chain_rule",
     "derivative",
     "directional_derivative",
+    "fit",
     "gradient",
     "hessian",
     "hvp",

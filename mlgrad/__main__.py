@@ -1,0 +1,5 @@
+"""``python -m mlgrad`` is the ``mlgrad`` command."""
+
+from mlgrad.cli import main
+
+raise SystemExit(main())
