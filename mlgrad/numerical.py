@@ -575,23 +575,34 @@ def _compiled(compute: Callable[[Any, _Selected], Any]) -> Callable[[_Selected],
 
     Eager op-by-op dispatch would compile every small operation separately, which is far
     slower than compiling the whole finite-difference computation once. The program is cached
-    per operator when the other arguments are hashable (they become static); array-valued
-    other arguments are closed over (compiled as constants, once per call), so f sees them as
-    concrete values exactly as under jax.grad. Under an outer jit this is simply inlined.
+    per operator when the other arguments are plain immutable values (they become static);
+    any other argument (arrays, objects) is closed over, compiled as a constant once per call,
+    so f sees it as the concrete value it is under jax.grad. Under an outer jit this is
+    simply inlined.
     """
-    cached = jax.jit(compute, static_argnums=1)
+    # the types are part of the cache key: 1, 1.0 and True are equal but may act differently
+    cached = jax.jit(lambda like, static, types: compute(like, static), static_argnums=(1, 2))
 
     def run(sel: _Selected) -> Any:
         static = sel._replace(
             args=tuple(None if i in sel.nums else a for i, a in enumerate(sel.args))
         )
-        try:
-            hash(static)
-        except TypeError:
-            return jax.jit(lambda like: compute(like, static))(sel.like)
-        return cached(sel.like, static)
+        if all(map(_plain, static.args)):
+            return cached(sel.like, static, _types(static.args))
+        return jax.jit(lambda like: compute(like, static))(sel.like)
 
     return run
+
+
+def _types(value: Any) -> Any:
+    return tuple(map(_types, value)) if isinstance(value, tuple) else type(value)
+
+
+def _plain(value: Any) -> bool:
+    """Immutable Python values (numbers, strings, None, tuples of them): safe as cache keys."""
+    if value is None or isinstance(value, bool | int | float | complex | str | np.generic):
+        return True
+    return isinstance(value, tuple) and all(map(_plain, value))
 
 
 def _along_lines(
