@@ -4,6 +4,7 @@ Each concept of the lecture notes is one small function built on one JAX transfo
 the same functions drive the compiled training of the notes' example models.
 """
 
+from mlgrad import numerical as numerical
 from mlgrad.backprop import BackpropTable as BackpropTable
 from mlgrad.backprop import backprop_table as backprop_table
 from mlgrad.derivatives import derivative as derivative
@@ -16,6 +17,9 @@ from mlgrad.jacobians import hessian as hessian
 from mlgrad.jacobians import hvp as hvp
 from mlgrad.jacobians import jacobian as jacobian
 from mlgrad.jacobians import value_and_jacobian as value_and_jacobian
+from mlgrad.numerical import GradientCheckError as GradientCheckError
+from mlgrad.numerical import check_grad as check_grad
+from mlgrad.numerical import difference_quotient as difference_quotient
 from mlgrad.taylor import Linearization as Linearization
 from mlgrad.taylor import Taylor as Taylor
 from mlgrad.taylor import linearization as linearization
@@ -31,6 +35,7 @@ __all__ = [
     "BackpropTable",
     "ChainRule",
     "FitResult",
+    "GradientCheckError",
     "Linearization",
     "Taylor",
     "TrainState",
@@ -38,7 +43,9 @@ __all__ = [
     "__version__",
     "backprop_table",
     "chain_rule",
+    "check_grad",
     "derivative",
+    "difference_quotient",
     "directional_derivative",
     "fit",
     "gradient",
@@ -46,6 +53,7 @@ __all__ = [
     "hvp",
     "jacobian",
     "linearization",
+    "numerical",
     "partial_derivative",
     "taylor",
     "value_and_jacobian",
