@@ -26,6 +26,11 @@ evaluation points: a first derivative costs 30 function evaluations (see
 :func:`num_evaluations`) and reaches about 1e-15 relative error in float64 on smooth
 functions.
 
+Each call traces f afresh, as ``jax.grad`` does, and compiles the whole finite-difference
+computation as one program (much faster than dispatching its small operations one by one);
+wrap an operator in ``jax.jit`` to reuse that program across calls, or ``jax.vmap`` it over a
+batch of points.
+
 Reference: L. F. Richardson, "The deferred approach to the limit" (1927); C. J. F. Ridders,
 "Accurate computation of F'(x) and F'(x)F''(x)" (1982); the numdifftools documentation.
 """
@@ -499,15 +504,15 @@ def derivative(
         value, error = _differentiate_lines(evaluate, h0, (order, method, richardson, return_error))
         return (value, error) if return_error else value
 
-    compiled = jax.jit(compute)  # one program per shape, reused by every call
-
     def nth_derivative(x: jax.typing.ArrayLike) -> Any:
         x = jnp.asarray(_real(x, "x", "mlgrad.numerical.derivative"))
         out = jax.eval_shape(f, jax.ShapeDtypeStruct((), x.dtype))
         shape = getattr(out, "shape", None)
         if shape != ():
             raise TypeError(NOT_SCALAR_TO_SCALAR.format(shape=shape or type(out).__name__))
-        return compiled(x)
+        # one program per call, f traced afresh (a new function object: jit caches traces
+        # by function), as under jax.grad: see _compiled
+        return jax.jit(lambda x: compute(x))(x)
 
     return nth_derivative
 
@@ -571,38 +576,20 @@ def _flatten(f: Callable[..., Any], sel: _Selected, like: Any) -> _Flat:
 
 
 def _compiled(compute: Callable[[Any, _Selected], Any]) -> Callable[[_Selected], Any]:
-    """Runs compute(differentiated args, selection) as one compiled program.
+    """Runs compute(differentiated args, selection) as one freshly compiled program.
 
-    Eager op-by-op dispatch would compile every small operation separately, which is far
-    slower than compiling the whole finite-difference computation once. The program is cached
-    per operator when the other arguments are plain immutable values (they become static);
-    any other argument (arrays, objects) is closed over, compiled as a constant once per call,
-    so f sees it as the concrete value it is under jax.grad. Under an outer jit this is
-    simply inlined.
+    Eager op-by-op dispatch would compile every small operation separately, far slower than
+    compiling the whole finite-difference computation once. Nothing is cached across calls:
+    f is traced afresh at every call, as under jax.grad, so a changed global or closure is
+    always seen (wrap the operator in jax.jit to reuse the program; under an outer jit this
+    inner one is simply inlined). The other arguments are closed over as the concrete values
+    they are.
     """
-    # the types are part of the cache key: 1, 1.0 and True are equal but may act differently
-    cached = jax.jit(lambda like, static, types: compute(like, static), static_argnums=(1, 2))
 
     def run(sel: _Selected) -> Any:
-        static = sel._replace(
-            args=tuple(None if i in sel.nums else a for i, a in enumerate(sel.args))
-        )
-        if all(map(_plain, static.args)):
-            return cached(sel.like, static, _types(static.args))
-        return jax.jit(lambda like: compute(like, static))(sel.like)
+        return jax.jit(lambda like: compute(like, sel))(sel.like)
 
     return run
-
-
-def _types(value: Any) -> Any:
-    return tuple(map(_types, value)) if isinstance(value, tuple) else type(value)
-
-
-def _plain(value: Any) -> bool:
-    """Immutable Python values (numbers, strings, None, tuples of them): safe as cache keys."""
-    if value is None or isinstance(value, bool | int | float | complex | str | np.generic):
-        return True
-    return isinstance(value, tuple) and all(map(_plain, value))
 
 
 def _along_lines(

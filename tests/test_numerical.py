@@ -120,22 +120,19 @@ def relative_errors(values: np.ndarray, order: int) -> np.ndarray:
 
 # (order, richardson, median bound in float64): order 1 is the acceptance criterion
 # (central differences <= 1e-10, Richardson <= 1e-12, at most 30 evaluations); measured
-# medians are about 4e-11, 2e-15, 1e-8, 4e-13, 1e-11 (order 3) and 1e-9 (order 4).
+# medians are about 4e-11, 2e-15, 4e-13 (order 2), 1e-11 (order 3) and 1e-9 (order 4).
+# (Every configuration adds a copy of all seven functions to the compiled program, so the
+# table is kept short: a test file on a 2-core machine should run in about 20 s.)
 FLOAT64_BOUNDS = [
     (1, False, 1e-10),
     (1, True, 1e-12),
-    (2, False, 1e-7),
     (2, True, 1e-11),
     (3, True, 1e-9),
     (4, True, 1e-8),
 ]
 
 
-ONE_SIDED = [
-    (1, {"method": method, "richardson": rich})
-    for method in ("forward", "backward")
-    for rich in (False, True)
-]
+ONE_SIDED = [(1, {"method": "forward", "richardson": rich}) for rich in (False, True)]
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +217,9 @@ def test_derivative_higher_order_and_any_shape():
         d6 = numerical.derivative(jnp.exp, 6)(x)
         assert d6.shape == (2, 2)
         np.testing.assert_allclose(d6, np.exp(np.asarray(x)), rtol=1e-5)
+        # backward differences mirror forward ones (Richardson over all powers of h)
+        back = numerical.derivative(jnp.exp, method="backward")(x)
+        np.testing.assert_allclose(back, np.exp(np.asarray(x)), rtol=1e-10)
         # f need not be elementwise: it is mapped over the points
         d = numerical.derivative(lambda t: jnp.dot(jnp.array([t, t**2]), jnp.ones(2)))(x)
         np.testing.assert_allclose(d, 1 + 2 * np.asarray(x), rtol=1e-12, atol=1e-15)
@@ -386,8 +386,14 @@ def test_python_ints_are_promoted():
         assert abs(float(numerical.difference_quotient(lambda x: x**2, 3, 1)) - 7.0) < 1e-12
 
 
-def test_other_arguments_are_seen_as_they_are_now():
-    # a mutable object (not a cache key) is read afresh at every call, as under jax.grad
+def test_every_call_sees_the_current_state():
+    # f is traced afresh at every call, as under jax.grad: nothing stale is reused
+    coefficient = [1.0]
+    slope = numerical.derivative(lambda t: coefficient[0] * t**2)
+    assert float(slope(1.0)) == pytest.approx(2.0, rel=1e-5)
+    coefficient[0] = 3.0
+    assert float(slope(1.0)) == pytest.approx(6.0, rel=1e-5)
+
     class Scale:
         value = 1.0
 
@@ -495,15 +501,14 @@ def reported_values(message: str, section: str) -> tuple[float, float]:
 
 
 def test_check_grad_passes_on_correct_functions():
-    check_grad(lambda x: jnp.sum(jnp.sin(x) ** 2), jnp.array([0.3, 1.2]), order=2)  # float32
-
-    # pytree parameters, float data, an integer argument left alone; vector-valued output
+    # pytree parameters, float data, an integer argument left alone; a pytree output; float32;
+    # order 2 checks the first derivatives, then H v of a random projection <u, f>
     def model(params, x, power):
         h = jnp.tanh(params["w"] @ x + params["b"])
         return {"y": h**power, "norm": jnp.sum(params["w"] ** 2)}
 
     params = {"w": jnp.array([[0.3, -0.2], [0.1, 0.4]]), "b": jnp.array([0.1, -0.3])}
-    check_grad(model, params, jnp.array([1.0, -0.5]), 2)
+    check_grad(model, params, jnp.array([1.0, -0.5]), 2, order=2)
     with jax.enable_x64(True):  # 50 inputs: random directions only
         x50 = jnp.linspace(-1.0, 1.0, 50)
         check_grad(lambda x: jnp.sum(jnp.tanh(x) * x**2) + jnp.cos(jnp.sum(x)) ** 2, x50)
