@@ -31,7 +31,15 @@ class Linearization:
         self._name = getattr(f, "__name__", "f")
 
     def __call__(self, x: Any) -> Any:
+        """Evaluates the linearization at ``x``, or at each point of a batch of points.
+
+        ``x`` has the shape of ``x0``; for an array ``x0``, extra leading axes are a batch.
+        """
         x = as_float(x, "linearization: x")
+        if isinstance(self.point, jax.Array) and jnp.ndim(x) > self.point.ndim:
+            batch = jnp.shape(x)[: jnp.ndim(x) - self.point.ndim]
+            flat = jax.vmap(self)(jnp.reshape(x, (-1, *self.point.shape)))
+            return jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), flat)
         dx = jax.tree_util.tree_map(
             lambda a, b: jnp.asarray(a - b, jnp.result_type(b)), x, self.point
         )

@@ -51,6 +51,10 @@ def test_linearization_under_jit_and_vmap_and_on_pytrees():
     xs = jnp.linspace(3.9, 4.1, 5)
     lin_sqrt = mlgrad.linearization(jnp.sqrt, 4.0)
     np.testing.assert_allclose(jax.vmap(lin_sqrt)(xs), 2 + (np.asarray(xs) - 4) / 4, rtol=1e-6)
+    np.testing.assert_allclose(lin_sqrt(xs), 2 + (np.asarray(xs) - 4) / 4, rtol=1e-6)
+    lin_vec = mlgrad.linearization(lambda x: jnp.sum(x**2), jnp.array([1.0, 2.0]))
+    batch = jnp.array([[[1.0, 2.0], [2.0, 2.0]]])  # shape (1, 2, 2): a batch of 2 points
+    np.testing.assert_allclose(lin_vec(batch), [[5.0, 7.0]], rtol=1e-6)
     inside = jax.jit(lambda x0, x: mlgrad.linearization(jnp.sqrt, x0)(x))(4.0, 4.4)
     np.testing.assert_allclose(inside, 2.1, rtol=1e-6)
 
