@@ -1,0 +1,149 @@
+"""The logistic unit: f(x) = sigmoid(w . z + b) with an L2 penalty on w.
+
+The features are standardised with the training split's statistics, z = (x - m) / s (unless
+``standardize=False``). The loss is the mean log-loss, computed stably from the logits
+t = w . z + b, plus (l2 / 2) ||w||^2 (the intercept is not penalised):
+
+    L(w, b) = (1/n) sum_i [ -y_i log sigmoid(t_i) - (1 - y_i) log sigmoid(-t_i) ] + (l2/2) ||w||^2
+
+This is scikit-learn's ``LogisticRegression(C=1 / (n * l2))`` objective divided by C n. On
+separable data (such as the standardised breast-cancer data) the unpenalised optimum does not
+exist, so keep ``l2 > 0`` there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from models import Model
+from models._common import eval_split, figure, save, scaling, style
+
+__all__ = ["Config", "build"]
+
+
+@dataclasses.dataclass
+class Config:
+    """Logistic-unit settings.
+
+    Attributes:
+        l2: the penalty strength lambda in (lambda / 2) ||w||^2; must be >= 0.
+        standardize: standardise the features with training-split statistics inside the model.
+    """
+
+    l2: float = 1e-2
+    standardize: bool = True
+
+
+def build(cfg: Config, data: Any) -> Model:
+    """Builds the logistic unit for binary targets in {0, 1}.
+
+    Args:
+        cfg: the model's :class:`Config`.
+        data: a :class:`mlgrad.data.Dataset` with a 1-D target of zeros and ones.
+
+    Returns:
+        A :class:`models.Model`: ``apply`` gives the probability of class 1; ``metrics`` adds
+        ``accuracy`` (threshold 0.5); ``params = {"w": (features,), "b": ()}`` in standardised
+        units; ``report`` gives the coefficients in both standardised and data units.
+
+    Example:
+        >>> from mlgrad.data import load
+        >>> import models.logistic as logistic
+        >>> model = logistic.build(logistic.Config(l2=0.01), load("breast_cancer"))
+        >>> float(model.apply(model.init(None), load("breast_cancer").x_train[:1])[0])
+        0.5
+    """
+    if not (isinstance(cfg.l2, int | float) and np.isfinite(cfg.l2) and cfg.l2 >= 0):
+        raise ValueError(f"logistic: l2 must be a finite number >= 0; got {cfg.l2!r}")
+    y = np.asarray(data.y_train)
+    if y.ndim != 1:
+        raise ValueError(
+            f"logistic: the target {data.target_name!r} must be one column of "
+            f"0/1 labels; got shape {y.shape}"
+        )
+    labels = np.unique(y)
+    if not set(labels.tolist()) <= {0.0, 1.0}:
+        raise ValueError(
+            f"logistic: the target {data.target_name!r} must hold only 0 and 1; "
+            f"found {labels[:10].tolist()}"
+        )
+    dtype = np.asarray(data.x_train).dtype
+    mean64, scale64 = scaling(data.x_train, cfg.standardize)
+    mean, scale = mean64.astype(dtype), scale64.astype(dtype)
+    d = data.n_features
+    names = tuple(data.feature_names)
+    l2 = float(cfg.l2)
+
+    def init(key: Any) -> dict[str, jax.Array]:
+        del key  # a convex problem: start at zero, deterministically
+        return {"w": jnp.zeros(d, dtype), "b": jnp.zeros((), dtype)}
+
+    def logits(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+        return ((x - mean) / scale) @ params["w"] + params["b"]
+
+    def apply(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(logits(params, x))
+
+    def loss(params: dict[str, jax.Array], batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+        x, y = batch
+        log_loss = optax.sigmoid_binary_cross_entropy(logits(params, x), y)
+        return jnp.mean(log_loss) + 0.5 * l2 * jnp.sum(params["w"] ** 2)
+
+    def metrics(params: dict[str, jax.Array], batch: tuple[jax.Array, jax.Array]) -> dict:
+        x, y = batch
+        correct = (logits(params, x) > 0) == (y > 0.5)
+        return {"loss": loss(params, batch), "accuracy": jnp.mean(correct.astype(dtype))}
+
+    def report(params: dict[str, jax.Array]) -> dict[str, Any]:
+        w = np.asarray(params["w"], np.float64)
+        b = float(params["b"])
+        return {
+            "coefficients": {n: float(v) for n, v in zip(names, w / scale64, strict=True)},
+            "intercept": b - float((w * mean64 / scale64).sum()),
+            "standardized_coefficients": {n: float(v) for n, v in zip(names, w, strict=True)},
+            "standardized_intercept": b,
+        }
+
+    def plots(params: dict[str, jax.Array], data: Any, fit_result: Any, out_dir: Path) -> list:
+        del fit_result
+        x, y, split = eval_split(data)
+        p = np.asarray(apply(params, jnp.asarray(x)), np.float64)
+        return [_plot_probabilities(p, y, split, data, out_dir)]
+
+    return Model(init=init, apply=apply, loss=loss, metrics=metrics, report=report, plots=plots)
+
+
+def _plot_probabilities(p: np.ndarray, y: np.ndarray, split: str, data: Any, out_dir: Path) -> Path:
+    fig = figure()
+    ax = fig.add_subplot()
+    bins = np.linspace(0.0, 1.0, 26)
+    accuracy = float(np.mean((p > 0.5) == (y > 0.5)))
+    target = data.target_name
+    for cls, color in ((0, "C0"), (1, "C1")):
+        sel = p[y == cls]
+        ax.hist(
+            sel,
+            bins=bins,
+            color=color,
+            alpha=0.6,
+            edgecolor="black",
+            linewidth=0.5,
+            label=f"true class {cls} ({'not ' if cls == 0 else ''}{target}), {len(sel)} examples",
+        )
+    ax.axvline(0.5, color="black", ls="--", lw=1.5, label="threshold 0.5")
+    ax.legend(fontsize=10, loc="upper center")
+    ax.grid(alpha=0.3)
+    style(
+        ax,
+        f"Predicted probabilities by true class ({split} split, accuracy {accuracy:.3f})",
+        f"predicted probability of class 1 ({target})",
+        "number of examples",
+    )
+    return save(fig, out_dir, "probabilities.png")
