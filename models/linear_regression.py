@@ -109,8 +109,8 @@ def _trace_in_data_units(params, fit_result, init, to_data_units) -> np.ndarray 
     trace = getattr(fit_result, "param_trace", None)
     if trace is None:
         return None
-    a, b = to_data_units(np.asarray(trace["w"])[:, 0], np.asarray(trace["b"]))
-    path = np.stack([a, b], axis=1)
+    a, b = to_data_units(np.asarray(trace["w"]), np.asarray(trace["b"]))  # a: (steps, 1)
+    path = np.stack([a[:, 0], b], axis=1)
     state = getattr(fit_result, "state", None)
     if state is not None and int(np.asarray(state.step)) == len(path):
         # The trace covers every step from 0, so the run started at init (which is zeros).
