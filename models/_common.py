@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ def figure(width: float = 6.4, height: float = 4.8) -> Any:
 def style(ax: Any, title: str | None, xlabel: str, ylabel: str) -> None:
     """Sets a title and axis labels in legible sizes."""
     if title:
-        ax.set_title(title, fontsize=TITLE_SIZE)
+        # Wrapped, so that a long title never runs off a 6.4-inch figure.
+        ax.set_title(textwrap.fill(title, width=56), fontsize=TITLE_SIZE)
     ax.set_xlabel(xlabel, fontsize=LABEL_SIZE)
     ax.set_ylabel(ylabel, fontsize=LABEL_SIZE)
     ax.tick_params(labelsize=TICK_SIZE)
