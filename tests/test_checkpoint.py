@@ -61,10 +61,10 @@ def test_keep_last_n_and_resume_from_a_checkpoint_is_bit_identical(tmp_path):
     """Checkpoints written from fit's callback; resuming from step 15 reproduces step 20."""
     d, key = tmp_path / "run", jax.random.PRNGKey(1)
     with Checkpointer(d, keep=2) as ckpt:
-        ckpt.save(fresh_state(seed=1))  # step 0, as the CLI does; pruned by keep=2
+        ckpt.save(fresh_state(seed=1))  # step 0, as the CLI does; always kept
         whole = train(steps=20, key=key, callback=lambda state, *_: ckpt.save(state))
-        assert ckpt.all_steps() == [15, 20]
-    assert checkpoint.all_steps(d) == [15, 20]
+        assert ckpt.all_steps() == [0, 15, 20]  # 5 and 10 pruned by keep=2
+    assert checkpoint.all_steps(d) == [0, 15, 20]
     assert_tree_equal(checkpoint.restore(d, like=fresh_state()), whole.state)
     state15 = checkpoint.restore(d, like=fresh_state(), step=15)
     assert int(state15.step) == 15

@@ -45,9 +45,18 @@ class CheckpointError(RuntimeError):
     """
 
 
+def _preservation(keep: int | None) -> Any:
+    """Keep the latest ``keep`` checkpoints (all when None) and, always, the one at step 0."""
+    if keep is None:
+        return ocp.checkpoint_managers.preservation_policy.PreserveAll()
+    return ocp.checkpoint_managers.AnyPreservationPolicy(
+        [ocp.checkpoint_managers.LatestN(n=keep), ocp.checkpoint_managers.CustomSteps([0])]
+    )
+
+
 def _options(keep: int | None, *, write: bool) -> ocp.CheckpointManagerOptions:
     return ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
+        preservation_policy=_preservation(keep),
         create=write,
         enable_async_checkpointing=False,  # "saved" means complete on disk
         # A writer removes the leftovers of a save that was killed or failed; a reader must
@@ -127,7 +136,8 @@ class Checkpointer:
 
     Args:
       directory: where the step sub-directories live (created on the first save).
-      keep: how many of the most recent checkpoints to keep (None keeps all).
+      keep: how many of the most recent checkpoints to keep (None keeps all); the
+        checkpoint at step 0 is always kept as well.
 
     Example:
       >>> with Checkpointer("run/checkpoints", keep=3) as ckpt:
@@ -269,7 +279,7 @@ class Checkpointer:
 def save(directory: PathLike, state: TrainState, *, keep: int | None = None) -> int:
     """Saves ``state`` to ``directory`` as the checkpoint of step ``int(state.step)``.
 
-    Atomic and synchronous; with ``keep`` only the ``keep`` newest checkpoints remain.
+    Atomic and synchronous; with ``keep`` only the ``keep`` newest checkpoints (and step 0) remain.
     For many saves in a loop a :class:`Checkpointer` avoids re-reading the directory.
 
     Returns:
