@@ -46,6 +46,7 @@ import difflib
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -199,6 +200,42 @@ def _error(text: str) -> None:
     print(f"error: {text}", file=sys.stderr, flush=True)
 
 
+#: Test hook (used by tests/test_reliability.py, inert when unset): ``MLGRAD_TEST_KILL_AT=EVENT:N``
+#: makes the process SIGKILL itself at the N-th occurrence of EVENT, to simulate a crash at an
+#: exact moment. Events: ``write`` (an atomic file write: temporary file complete, not yet
+#: renamed), ``chunk`` (a compiled chunk done, before its metrics and checkpoint),
+#: ``checkpoint_tmp`` (orbax wrote a checkpoint's temporary directory, not yet committed) and
+#: ``checkpoint_saved`` (a checkpoint committed).
+KILL_ENV = "MLGRAD_TEST_KILL_AT"
+_kill_counts: dict[str, int] = {}
+
+
+def kill_point(event: str) -> None:
+    """Test hook: SIGKILLs this process at the N-th ``event`` if ``$MLGRAD_TEST_KILL_AT`` is
+    ``event:N``; a no-op (one environment lookup) otherwise.
+
+    Args:
+        event: the name of the moment reached (see ``KILL_ENV``).
+
+    Returns:
+        None (or never, when the process is killed).
+
+    Example:
+        >>> kill_point("write")  # unset: nothing happens
+    """
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    name, _, n = spec.partition(":")
+    if name != event:
+        return
+    _kill_counts[event] = _kill_counts.get(event, 0) + 1
+    if _kill_counts[event] == int(n or 1):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Writes ``text`` to ``path`` via a temporary file in the same directory and os.replace."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -207,6 +244,7 @@ def _write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        kill_point("write")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -290,6 +328,14 @@ def _check_can_create(path: Path) -> None:
         )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"cannot create output directory {path}: {parent} is not writable.")
+
+
+def _is_leftover(path: Path) -> bool:
+    """Whether ``path`` is the temporary file of an atomic write that was killed (see
+    :func:`_write_atomic`): a run killed while writing its first file leaves only that, and
+    the directory still counts as empty."""
+    name = path.name
+    return name.startswith(".") and ".tmp-" in name and name.rpartition(".tmp-")[2].isdigit()
 
 
 def _default_run_dir(name: str) -> Path:
@@ -553,7 +599,7 @@ def train(args: argparse.Namespace) -> int:
         if not run_dir.is_dir():
             raise UsageError(f"--resume: {run_dir} does not exist, so there is no run to resume.")
         _resume_checks(setup, run_dir)
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and any(not _is_leftover(p) for p in run_dir.iterdir()):
         raise UsageError(
             f"output directory {run_dir} exists and is not empty. Pass --resume to continue the "
             "run in it, or choose another --out."
@@ -595,6 +641,9 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
     # From here on we write.
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in filter(_is_leftover, run_dir.iterdir()):  # of a killed earlier write
+            with contextlib.suppress(OSError):
+                leftover.unlink()
         _write_atomic(run_dir / "config.yaml", to_yaml(cfg))
         log = MetricsLog(run_dir / "metrics.jsonl")
         if resuming:
@@ -629,8 +678,10 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
     def save(s: Any) -> None:
         if int(s.step) not in ckpt.all_steps():
             ckpt.save(s)
+            kill_point("checkpoint_saved")
 
     def on_chunk(s: Any, losses: Any, val_loss: float | None) -> None:
+        kill_point("chunk")
         step = int(s.step)
         first = step - len(losses) + 1
         for i, loss in enumerate(losses):

@@ -341,7 +341,8 @@ def _load_npz(
     path: Path, where: str, features: list[str] | None, target: str | None
 ) -> tuple[np.ndarray, np.ndarray, list[str], str]:
     try:
-        npz = np.load(path, allow_pickle=False)
+        # Read the bytes first: np.load(path) leaks its open file when the archive is damaged.
+        npz = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{where}: not a valid NPZ file ({e})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):

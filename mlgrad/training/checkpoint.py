@@ -65,6 +65,32 @@ def _options(keep: int | None, *, write: bool) -> ocp.CheckpointManagerOptions:
     )
 
 
+def _handler() -> ocp.StandardCheckpointHandler:
+    """orbax's handler for a PyTree of arrays.
+
+    Test hook (only with ``$MLGRAD_TEST_KILL_AT=checkpoint_tmp:N``, see
+    :func:`mlgrad.cli.kill_point`): the handler writes the checkpoint's files into orbax's
+    temporary directory, then reaches the ``checkpoint_tmp`` kill point before orbax commits
+    (renames) it.
+    """
+    handler = ocp.StandardCheckpointHandler()
+    if not os.environ.get("MLGRAD_TEST_KILL_AT", "").startswith("checkpoint_tmp:"):
+        return handler
+    save = handler.async_save
+
+    async def save_then_kill(*args: Any, **kwargs: Any) -> Any:
+        from mlgrad.cli import kill_point
+
+        futures = await save(*args, **kwargs)
+        for f in futures or []:
+            f.result()
+        kill_point("checkpoint_tmp")
+        return futures
+
+    handler.async_save = save_then_kill  # type: ignore[method-assign]
+    return handler
+
+
 def _is_typed_key(x: Any) -> bool:
     return jnp.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
 
@@ -168,7 +194,7 @@ class Checkpointer:
             self._manager = ocp.CheckpointManager(
                 self.directory,
                 options=_options(self._keep, write=write),
-                item_handlers=ocp.StandardCheckpointHandler(),
+                item_handlers=_handler(),
             )
             self._writable = write
         return self._manager
