@@ -280,6 +280,59 @@ def test_divergence_of_the_update_is_caught_too():
     np.testing.assert_array_equal(e.value.last_good_state.params, [0.0, 0.0])
 
 
+# GD on sum(p^2) (p <- 0.8 p) whose 6th update is scaled by inf: the parameters become infinite
+# after step 6 while every loss up to step 6 is finite (the loss of step 7 is not).
+BLOW_UP = optax.chain(
+    optax.sgd(0.1), optax.scale_by_schedule(lambda count: jnp.where(count >= 5, jnp.inf, 1.0))
+)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3, 4])
+def test_divergence_of_the_state_with_finite_losses(chunk_size):
+    """The failing step is the one whose update was not finite, found by replaying the chunk:
+    chunk_size 3 ends a chunk at that step (all its losses finite), 4 and None do not."""
+    with pytest.raises(TrainingDivergedError, match=r"step 6\b.*non-finite") as e:
+        fit(
+            quadratic,
+            jnp.ones(2),
+            (jnp.zeros(4),),
+            optimizer=BLOW_UP,
+            steps=20,
+            chunk_size=chunk_size,
+        )
+    err = e.value
+    assert err.step == 6 and int(err.last_good_state.step) == 5
+    np.testing.assert_allclose(err.last_good_state.params, [0.8**5, 0.8**5], rtol=1e-6)
+    np.testing.assert_allclose(err.history, 2 * 0.8 ** (2 * np.arange(6)), rtol=1e-5)
+    # The replayed last good state is the very state of an uninterrupted run after 5 steps.
+    five = fit(quadratic, jnp.ones(2), (jnp.zeros(4),), optimizer=BLOW_UP, steps=5)
+    assert tree_equal(err.last_good_state, five.state)
+
+
+def test_divergence_of_the_optimizer_state_alone_is_caught():
+    """Adam on 1e30 * sum(p): the second-moment estimate overflows to inf at step 1, the
+    update is then 0, so the parameters and every loss stay finite; the state does not."""
+    with pytest.raises(TrainingDivergedError, match=r"step 1\b.*optimizer state") as e:
+        fit(lambda p, b: 1e30 * jnp.sum(p), jnp.ones(2), (jnp.zeros(3),), optimizer=ADAM, steps=8)
+    good = e.value.last_good_state
+    assert e.value.step == 1 and int(good.step) == 0
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves((good.params, good.opt_state)))
+
+
+def test_chunks_of_one_length_share_one_program():
+    """Two chunks of 5 steps, then a resumed call of two more, compile one program."""
+
+    def fresh_loss(params, batch):  # a new function object: its own compiled program
+        return linear_mse(params, batch)
+
+    x, y = regression_data(n=12, d=2)
+    before = fit_module._run_chunk._cache_size()
+    r = fit(fresh_loss, zeros(2), (x[:, :2], y), optimizer=GD, steps=10, chunk_size=5)
+    assert fit_module._run_chunk._cache_size() == before + 1
+    fit(fresh_loss, None, (x[:, :2], y), optimizer=GD, steps=20, chunk_size=5, state=r.state)
+    assert fit_module._run_chunk._cache_size() == before + 1
+
+
 @pytest.mark.parametrize("batch_size", [None, 7], ids=["full-batch", "mini-batch"])
 def test_resume_is_bit_identical(batch_size):
     x, y = regression_data(n=30, d=3)

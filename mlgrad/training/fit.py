@@ -1,4 +1,4 @@
-"""Gradient descent compiled by XLA: ``fit`` runs the training loop as ``lax.scan`` chunks.
+"""Gradient descent compiled by XLA: ``fit`` runs the training loop as compiled chunks.
 
 One optimizer step is
 
@@ -7,30 +7,47 @@ One optimizer step is
           \\theta_{t+1} = \\theta_t + u_t
 
 with the gradient from :func:`mlgrad.gradient` and the update from an optax
-``GradientTransformation``. Steps run inside a compiled ``jax.lax.scan`` (Python is not on the
+``GradientTransformation``. Steps run inside a compiled XLA loop (Python is not on the
 per-step path); between chunks the host evaluates the validation loss, updates the progress
 bar and calls the user's callback.
 
 Design notes:
 
 * **Compile once.** The chunk program is a module-level ``jax.jit`` whose static arguments are
-  the loss function, the optimizer object, the batching plan and the chunk length; data and
-  state are ordinary arguments. A second ``fit`` with the same loss function, optimizer object
-  and shapes reuses the compiled program.
+  the loss function, the optimizer object, the batching plan, the data's layout and the chunk
+  length; data and state are ordinary arguments. Chunks of one length share a program, and a
+  second ``fit`` with the same loss function, optimizer object and shapes reuses it.
+* **A plain hot loop.** A chunk is a loop with a static trip count whose body is the optimizer
+  step and the write of its loss, nothing else: no per-step finiteness checks, no selects. The
+  trip count being static matters: XLA's CPU loop then skips the loop test (a few percent of
+  a tiny model's step) and its GPU loop the transfer of the test to the host at every step.
+* **Few host visits.** When no callback, progress bar or periodic evaluation needs the host
+  between chunks, a chunk is as long as the run (up to :data:`LONG_CHUNK_SIZE` steps), a
+  fresh run's optimizer is initialised inside the chunk's program, and the host's work per
+  chunk is one dispatch, one transfer (the losses and a finiteness status of the final state)
+  and one ``isfinite`` pass over the losses.
 * **Stateless batches.** The batch of step ``s`` (0-based) is a pure function of ``s`` and the
   run's key: epoch ``e = s // batches_per_epoch`` is shuffled by
   ``jax.random.permutation(jax.random.fold_in(key, e), n)`` and step ``s`` takes slice
   ``s % batches_per_epoch`` of it. Resuming needs no data cursor, and the result does not
   depend on where chunks start. The orders of the epochs a chunk touches are drawn by a
   separate small jitted program (compiled once per data size and shared by every model: the
-  PRNG and sort take about half a second to compile) and passed to the chunk.
+  PRNG and sort take about half a second to compile) and passed to the chunk. An array that
+  appears twice in the data (an autoencoder's ``(x, x)``) is passed and gathered once.
 * **No recompilation for a ragged last batch.** When ``n % batch_size != 0`` every batch has
   ``batch_size`` slots; the last batch of an epoch is padded with real examples and masked.
-  The loss is then evaluated per example (``jax.vmap`` over batches of size 1) and averaged over
-  the real examples only.
-* **Divergence without a re-run.** The scan carry holds a ``finite`` flag; after the first step
-  whose loss (or updated state) is not finite the carry is frozen, so the chunk's final carry
-  is the last good state.
+  That batch's loss is evaluated per example (``jax.vmap`` over batches of size 1) and
+  averaged over the real examples only; on CPU a ``lax.cond`` gives the full batches to
+  ``loss_fn`` itself.
+* **Divergence found after the chunk, recovered by replay.** The host checks the chunk's
+  losses and status; only when something is not finite does it replay the chunk from its
+  first state (which it still holds) for exactly the steps before the failing one (a
+  bisection when a state became non-finite while the losses stayed finite), with a program
+  of the same loop body and a dynamic trip count, compiled only then. The step is
+  deterministic, so the replayed last good state is the state the run had (the tests check
+  it bit for bit). Assumption: a state that has become non-finite stays non-finite (true of
+  gradient steps: ``inf - inf`` and anything with NaN stay non-finite), so the final state
+  and the losses of a chunk reveal any non-finite step inside it.
 """
 
 from __future__ import annotations
@@ -53,8 +70,17 @@ PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]
 Callback = Callable[["TrainState", np.ndarray, "float | None"], None]
 
-#: Chunk length used when neither ``chunk_size`` nor ``eval_every`` is given.
+#: Chunk length used when neither ``chunk_size`` nor ``eval_every`` is given and the host
+#: visits chunk boundaries (a callback or a progress bar).
 DEFAULT_CHUNK_SIZE = 1000
+
+#: Chunk length used when nothing needs the host between chunks: long chunks keep the per-chunk
+#: host work (a dispatch and a transfer, tens of microseconds) off tiny problems' time.
+LONG_CHUNK_SIZE = 1 << 16
+
+#: With mini-batches, a chunk's epoch orders are drawn up front (``epochs x per_epoch x
+#: batch_size`` int32 entries); the long default chunk is shortened to keep them to about this.
+ORDERS_BUDGET = 1 << 22
 
 
 class TrainState(NamedTuple):
@@ -140,6 +166,31 @@ class _Batching(NamedTuple):
         return -(-self.n // self.batch_size)
 
 
+class _Layout(NamedTuple):
+    """How the data pytree is rebuilt from its distinct arrays (static, hashable).
+
+    The same array object may appear more than once (an autoencoder's ``(x, x)``); it is
+    passed to the chunk program once and gathered once per step.
+    """
+
+    treedef: Any  # jax.tree_util.PyTreeDef
+    index: tuple[int, ...]  # leaf i of the data is distinct array index[i]
+
+    def build(self, arrays: tuple[Any, ...]) -> PyTree:
+        return jax.tree.unflatten(self.treedef, [arrays[i] for i in self.index])
+
+
+def _distinct_arrays(leaves: list[jax.Array], treedef: Any) -> tuple[tuple, _Layout]:
+    """The distinct arrays among ``leaves`` (by identity) and the layout that rebuilds the
+    data pytree from them."""
+    position: dict[int, int] = {}
+    arrays: list[jax.Array] = []
+    for x in leaves:
+        if position.setdefault(id(x), len(arrays)) == len(arrays):
+            arrays.append(x)
+    return tuple(arrays), _Layout(treedef, tuple(position[id(x)] for x in leaves))
+
+
 def _is_float(x: Any) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
 
@@ -174,21 +225,29 @@ def _objective(
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "count"))
-def _epoch_orders(key: jax.Array, first_epoch: jax.Array, *, plan: _Batching, count: int):
-    """The shuffled example orders of ``count`` epochs from ``first_epoch``, padded to whole
-    batches with the epoch's first examples: shape ``(count, per_epoch * batch_size)``.
+def _epoch_orders(
+    key: jax.Array, first_epoch: jax.Array, needed: jax.Array, *, plan: _Batching, count: int
+) -> jax.Array:
+    """The shuffled example orders of the ``needed <= count`` epochs from ``first_epoch``,
+    padded to whole batches with the epoch's first examples, in rows of an array of shape
+    ``(count, per_epoch * batch_size)`` (rows ``needed:`` are unused zeros).
 
     Epoch ``e``'s order is ``jax.random.permutation(jax.random.fold_in(key, e), n)``. Kept out
     of the training program (the PRNG costs about half a second to compile) so that it is
-    compiled once per data size and shared by every loss function and optimizer.
+    compiled once per data size and shared by every loss function and optimizer. Only the
+    needed epochs are drawn (a permutation is a few sorts: 0.3 ms for 1,437 examples on a CPU
+    core, as much as a dozen small training steps).
     """
+    pad = plan.per_epoch * plan.batch_size - plan.n
 
-    def order(epoch: jax.Array) -> jax.Array:
-        perm = jax.random.permutation(jax.random.fold_in(key, epoch), plan.n).astype(jnp.int32)
-        pad = plan.per_epoch * plan.batch_size - plan.n
-        return jnp.concatenate([perm, perm[:pad]]) if pad else perm
+    def order(j: jax.Array, orders: jax.Array) -> jax.Array:
+        epoch_key = jax.random.fold_in(key, first_epoch + j)
+        perm = jax.random.permutation(epoch_key, plan.n).astype(jnp.int32)
+        perm = jnp.concatenate([perm, perm[:pad]]) if pad else perm
+        return jax.lax.dynamic_update_index_in_dim(orders, perm, j, 0)
 
-    return jax.lax.map(order, first_epoch + jnp.arange(count, dtype=jnp.int32))
+    orders = jnp.zeros((count, plan.per_epoch * plan.batch_size), jnp.int32)
+    return jax.lax.fori_loop(0, needed, order, orders)
 
 
 def _epochs_touched(length: int, plan: _Batching) -> int:
@@ -202,13 +261,17 @@ def _epochs_touched(length: int, plan: _Batching) -> int:
 
 
 def _batch(
-    data: PyTree, orders: jax.Array, step: jax.Array, first_epoch: jax.Array, plan: _Batching
-) -> tuple[PyTree, jax.Array | None]:
+    arrays: tuple[jax.Array, ...],
+    orders: jax.Array,
+    step: jax.Array,
+    first_epoch: jax.Array,
+    plan: _Batching,
+) -> tuple[tuple[jax.Array, ...], jax.Array | None]:
     """The examples of ``step`` (and the mask of real examples when batches are ragged)."""
     epoch, slot = jnp.divmod(step, plan.per_epoch)
     start = slot * plan.batch_size
     idx = jax.lax.dynamic_slice(orders[epoch - first_epoch], (start,), (plan.batch_size,))
-    batch = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
+    batch = tuple(jnp.take(x, idx, axis=0) for x in arrays)
     mask = (start + jnp.arange(plan.batch_size)) < plan.n if plan.masked else None
     return batch, mask
 
@@ -221,58 +284,119 @@ def _train_step(
     *,
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
-) -> tuple[PyTree, optax.OptState, jax.Array, jax.Array]:
-    """One optimizer step: new params and optimizer state, the batch loss, all finite?"""
-    grads, loss = gradient(_objective, has_aux=True)(params, batch, mask, loss_fn)
+) -> tuple[PyTree, optax.OptState, jax.Array]:
+    """One optimizer step: the new params and optimizer state, and the batch loss.
+
+    With a mask (ragged mini-batches) only the last batch of an epoch has padding. On CPU a
+    ``lax.cond`` gives the full batches to ``loss_fn`` itself and only the ragged one to the
+    per-example masked mean (``jax.vmap`` over batches of one is some 10% slower than the
+    model's own batched loss); a branch is a cheap jump there. Other platforms take the
+    masked mean at every step: a data-dependent branch on a GPU can cost a device-to-host
+    transfer per step.
+    """
+    grad_fn = gradient(_objective, has_aux=True)
+    if mask is None:
+        grads, loss = grad_fn(params, batch, None, loss_fn)
+    else:
+
+        def masked(p: PyTree, b: PyTree, m: jax.Array) -> tuple[PyTree, jax.Array]:
+            return grad_fn(p, b, m, loss_fn)
+
+        def full_or_masked(p: PyTree, b: PyTree, m: jax.Array) -> tuple[PyTree, jax.Array]:
+            full = lambda p, b, m: grad_fn(p, b, None, loss_fn)  # noqa: E731
+            return jax.lax.cond(jnp.all(m), full, masked, p, b, m)
+
+        grads, loss = jax.lax.platform_dependent(
+            params, batch, mask, cpu=full_or_masked, default=masked
+        )
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    finite = jnp.isfinite(loss) & _all_finite((new_params, new_opt_state))
-    return new_params, new_opt_state, loss, finite
+    return optax.apply_updates(params, updates), new_opt_state, loss
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "optimizer", "plan", "length", "trace"))
+@functools.partial(
+    jax.jit, static_argnames=("layout", "loss_fn", "optimizer", "plan", "length", "trace")
+)
 def _run_chunk(
-    state: TrainState,
-    data: PyTree,
+    params: PyTree,
+    opt_state: optax.OptState | None,
+    step: jax.Array | None,
+    arrays: tuple[jax.Array, ...],
     orders: jax.Array | None,
+    count: jax.Array | None,
     *,
+    layout: _Layout,
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
     plan: _Batching | None,
     length: int,
     trace: bool,
-) -> tuple[TrainState, jax.Array, jax.Array, PyTree | None]:
-    """``length`` steps as one ``lax.scan``; frozen from the first non-finite step on.
+) -> tuple[PyTree, optax.OptState, jax.Array, PyTree | None]:
+    """``length`` optimizer steps (or ``count < length`` of them) from the state after
+    ``step`` steps, as one compiled loop; ``opt_state=None`` initialises the optimizer first
+    (a fresh run).
 
-    ``orders`` are the epoch orders of :func:`_epoch_orders` from the chunk's first epoch
-    (None for full batches). Returns (final state, whether every step was finite, the
-    losses, the params after every step or None). When a step was not finite, the final
-    state is the state before it: its ``step`` is the number of good steps.
+    The loop body is the step and the write of its loss (and, with ``trace``, its params)
+    into a buffer, nothing else. With ``count=None`` the loop runs ``length`` steps, a trip
+    count XLA knows (its CPU loop then skips the loop test, its GPU loop the per-iteration
+    transfer of the test to the host): the training path. A ``count`` array runs that many
+    steps in a loop of the same body with a dynamic trip count: the replays that recover the
+    last good state after a divergence, compiled only when one happens.
+
+    ``arrays`` are the data's distinct arrays (``layout`` rebuilds the data pytree);
+    ``orders`` the epoch orders of :func:`_epoch_orders` from the epoch of ``step`` (None
+    for full batches). ``step`` only places mini-batches (None with full batches) and the
+    PRNG key is not an argument: the caller keeps both.
+
+    Returns:
+      (the params and optimizer state after the steps, a buffer of ``length + 1`` entries,
+      the params after every step or None). ``buffer[0]`` is the status of the final state
+      (0 when its params and optimizer state are all finite, NaN otherwise) and
+      ``buffer[1 : steps + 1]`` are the losses (later entries, and trace entries
+      ``steps:``, are unused), so that one transfer and one ``isfinite`` pass on the host
+      (faster there than XLA's CPU reduction) check the chunk.
     """
-    first_epoch = None if plan is None else state.step // plan.per_epoch
+    if opt_state is None:  # a fresh run: the optimizer's init in the same program
+        # The barrier keeps XLA from folding the initial values (constants for most
+        # optimizers) into the loop, so the loop computes exactly as from a given state.
+        opt_state = jax.lax.optimization_barrier(optimizer.init(params))
+    first_epoch = None if plan is None else step // plan.per_epoch
 
-    def body(carry, _):
-        params, opt_state, step, ok = carry
+    def batch_of(i: jax.Array | int) -> tuple[PyTree, jax.Array | None]:
+        """The batch of the chunk's step ``i`` (0-based)."""
         if plan is None:
-            batch, mask = data, None
-        else:
-            batch, mask = _batch(data, orders, step, first_epoch, plan)
-        new_params, new_opt_state, loss, finite = _train_step(
+            return layout.build(arrays), None
+        batch, mask = _batch(arrays, orders, step + i, first_epoch, plan)
+        return layout.build(batch), mask
+
+    loss_shape = jax.eval_shape(lambda p, b: _objective(p, *b, loss_fn)[0], params, batch_of(0))
+
+    def body(i, carry):
+        params, opt_state, losses, params_trace = carry
+        batch, mask = batch_of(i)
+        params, opt_state, loss = _train_step(
             params, opt_state, batch, mask, loss_fn=loss_fn, optimizer=optimizer
         )
-        ok = ok & finite
-        params, opt_state, step = jax.tree.map(
-            lambda new, old: jnp.where(ok, new, old),
-            (new_params, new_opt_state, step + 1),
-            (params, opt_state, step),
-        )
-        return (params, opt_state, step, ok), (loss, params if trace else None)
+        losses = jax.lax.dynamic_update_index_in_dim(losses, loss, i + 1, 0)
+        if trace:
+            params_trace = jax.tree.map(
+                lambda buf, p: jax.lax.dynamic_update_index_in_dim(buf, p, i, 0),
+                params_trace,
+                params,
+            )
+        return params, opt_state, losses, params_trace
 
-    init = (state.params, state.opt_state, state.step, jnp.asarray(True))
-    (params, opt_state, step, ok), (losses, params_trace) = jax.lax.scan(
-        body, init, None, length=length
-    )
-    return TrainState(params, opt_state, step, state.key), ok, losses, params_trace
+    losses = jnp.zeros((length + 1,), loss_shape.dtype)
+    params_trace = None
+    if trace:
+        params_trace = jax.tree.map(
+            lambda p: jnp.zeros((length, *jnp.shape(p)), jnp.result_type(p)), params
+        )
+    init = (params, opt_state, losses, params_trace)
+    trips = length if count is None else count  # `length`, a Python int, is a static count
+    params, opt_state, losses, params_trace = jax.lax.fori_loop(0, trips, body, init)
+    status = jnp.where(_all_finite((params, opt_state)), 0.0, jnp.nan).astype(losses.dtype)
+    losses = losses.at[0].set(status)
+    return params, opt_state, losses, params_trace
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn",))
@@ -280,23 +404,24 @@ def _eval_loss(params: PyTree, data: PyTree, *, loss_fn: LossFn) -> jax.Array:
     return _check_scalar_loss(loss_fn(params, data))
 
 
-def _num_examples(data: PyTree, what: str) -> tuple[PyTree, int]:
-    """Converts the leaves to JAX arrays and checks they share a leading example axis."""
+def _flatten_data(data: PyTree, what: str) -> tuple[list[jax.Array], Any, int]:
+    """The leaves as JAX arrays, the treedef and the number of examples (the leading axis,
+    which every leaf must share)."""
     leaves, treedef = jax.tree.flatten(data)
     if not leaves:
         raise ValueError(f"fit: {what} has no arrays; pass e.g. (x, y) with x.shape[0] examples.")
-    arrays = [jnp.asarray(x) for x in leaves]
-    sizes = {a.shape[0] if a.ndim else None for a in arrays}
-    if len(sizes) != 1 or None in sizes:
-        shapes = [a.shape for a in arrays]
+    if not all(isinstance(x, jax.Array) for x in leaves):
+        leaves = [x if isinstance(x, jax.Array) else jnp.asarray(x) for x in leaves]
+    shapes = [x.shape for x in leaves]
+    n = shapes[0][0] if shapes[0] else None
+    if n is None or any(not shape or shape[0] != n for shape in shapes):
         raise ValueError(
             f"fit: every array in {what} needs the same leading (example) axis, got shapes "
             f"{shapes}."
         )
-    (n,) = sizes
     if n == 0:
         raise ValueError(f"fit: {what} has no examples (leading axis of length 0).")
-    return jax.tree.unflatten(treedef, arrays), n
+    return leaves, treedef, n
 
 
 def _positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
@@ -329,12 +454,60 @@ def _init_state(
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key)
 
 
-def _initial_state(params: PyTree, optimizer: optax.GradientTransformation, key: Any) -> TrainState:
+@functools.lru_cache(maxsize=256)
+def _device_int(value: int) -> jax.Array:
+    """An int32 scalar on the device, kept: chunk lengths and step counts repeat, and a
+    fresh host scalar would be transferred on every call."""
+    return jnp.asarray(value, jnp.int32)
+
+
+def _seed_state(params: PyTree, key: Any) -> TrainState:
+    """A fresh run's state without its optimizer state (``opt_state=None``)."""
     if params is None:
         raise ValueError("fit: params is None; pass initial parameters, or state= to resume.")
-    params = as_float(params, "fit: params")
+    leaves = jax.tree.leaves(params)
+    if not all(isinstance(x, jax.Array) and x.dtype.kind in "fc" for x in leaves):
+        params = as_float(params, "fit: params")  # Python numbers, NumPy arrays, or an error
     key = _default_key() if key is None else jnp.asarray(key)
-    return _init_state(params, key, optimizer=optimizer)
+    return TrainState(params, None, _device_int(0), key)
+
+
+def _find_divergence(
+    run: Callable[..., tuple], state: TrainState, first: int, losses: np.ndarray
+) -> tuple[int, TrainState]:
+    """The failing step of a chunk that went non-finite, and the state before it, by replay.
+
+    ``state`` is the chunk's first state (``first`` steps taken) and ``losses`` the chunk's
+    losses; the chunk's final state or one of its losses was not finite. ``run(state, first,
+    count, length)`` replays ``count`` steps with the replay program of chunks of ``length``
+    steps (the chunk's loop body, deterministic, so a replayed state is the run's state; the
+    tests check it bit for bit). If the state before the first non-finite loss is finite,
+    that loss's step failed (one replay); otherwise a bisection over replays from the last
+    known finite state finds the first step that made the state non-finite (the replays add
+    up to at most one chunk of steps).
+
+    Returns:
+      (the 1-based index of the failing step within the chunk, the state before it)
+    """
+    nonfinite = np.flatnonzero(~np.isfinite(losses))
+    if nonfinite.size:
+        hi = int(nonfinite[0])  # steps before the first non-finite loss
+        before, buffer, _ = run(state, first, hi, len(losses))
+        if np.asarray(buffer)[0] == 0:  # the state after `hi` steps is finite
+            return hi + 1, before
+    else:
+        hi = len(losses)  # the losses are finite: the final state is not
+    lo, good = 0, state  # after `lo` steps the state is finite (or lo = 0), after `hi` not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        after, buffer, _ = run(good, first + lo, mid - lo, len(losses))
+        if np.asarray(buffer)[0] == 0:
+            lo, good = mid, after
+        else:
+            hi = mid
+    if good.opt_state is None:  # a fresh run's seed: its initialised state, no steps taken
+        good = run(good, first, 0, len(losses))[0]
+    return hi, good
 
 
 def fit(
@@ -387,9 +560,12 @@ def fit(
         None evaluates only at the end.
       state: a :class:`TrainState` to resume from (e.g. ``result.state`` or a restored
         checkpoint). Training continues bit-identically to an uninterrupted run.
-      chunk_size: steps per compiled chunk (default ``eval_every``, else 1000). Chunks end at
-        multiples of ``chunk_size``, at multiples of ``eval_every`` and at ``steps``, counted
-        from step 0, so a resumed run meets the same boundaries.
+      chunk_size: steps per compiled chunk. Default: ``eval_every``; else 1000 with a
+        ``callback`` or ``progress`` (the host's visits); else :data:`LONG_CHUNK_SIZE` (65,536,
+        shorter with mini-batches of large data), so that a run is usually one chunk.
+        Chunks end at multiples of ``chunk_size``, at multiples of ``eval_every`` and at
+        ``steps``, counted from step 0, so a resumed run meets the same boundaries. Chunks
+        of one length share a compiled program (a shorter last chunk compiles its own).
       callback: ``callback(state, losses, val_loss)``, called on the host after every chunk
         with the state after the chunk, the chunk's losses (NumPy) and the validation loss at
         ``state.step`` (None when it was not evaluated at this boundary). Not called for a
@@ -404,7 +580,8 @@ def fit(
 
     Raises:
       TrainingDivergedError: at the first step whose loss (or updated state) is NaN or
-        infinite; it carries ``.step`` and ``.last_good_state``.
+        infinite; it carries ``.step`` and ``.last_good_state`` (the state the run had
+        after ``step - 1`` steps, recovered by replaying the failing chunk's steps).
 
     Example:
       >>> x = jnp.linspace(0.0, 1.0, 20); y = 3.0 * x + 1.0
@@ -421,44 +598,88 @@ def fit(
             f"got {type(optimizer).__name__}."
         )
     steps = _positive_int(steps, "steps", allow_zero=True)
-    data, n = _num_examples(data, "data")
+    leaves, treedef, n = _flatten_data(data, "data")
     if batch_size is not None:
         batch_size = _positive_int(batch_size, "batch_size")
     plan = None
     if batch_size is not None and batch_size < n:
         plan = _Batching(n, batch_size, n % batch_size != 0)
     if val_data is not None:
-        val_data, _ = _num_examples(val_data, "val_data")
+        val_leaves, val_treedef, _ = _flatten_data(val_data, "val_data")
+        val_data = jax.tree.unflatten(val_treedef, val_leaves)
     if eval_every is not None:
         eval_every = _positive_int(eval_every, "eval_every")
     if chunk_size is not None:
         chunk_size = _positive_int(chunk_size, "chunk_size")
+    elif eval_every is not None:
+        chunk_size = eval_every
+    elif callback is None and not progress:  # nothing needs the host between chunks
+        chunk_size = LONG_CHUNK_SIZE
+        if plan is not None:  # keep the epoch orders of a chunk to about ORDERS_BUDGET
+            epochs = max(2, ORDERS_BUDGET // (plan.per_epoch * plan.batch_size))
+            chunk_size = min(chunk_size, plan.per_epoch * (epochs // 2))
     else:
-        chunk_size = eval_every or DEFAULT_CHUNK_SIZE
+        chunk_size = DEFAULT_CHUNK_SIZE
 
-    if state is None:
-        state = _initial_state(params, optimizer, key)
+    fresh = state is None
+    if fresh:
+        state, start = _seed_state(params, key), 0
     elif not isinstance(state, TrainState):
         raise TypeError(f"fit: state must be a TrainState, got {type(state).__name__}.")
-    start = int(state.step)
-    if steps < start:
-        raise ValueError(
-            f"fit: steps={steps} is the target total step count, but the state has already "
-            f"taken {start} steps; pass steps >= {start}."
-        )
-    state = state._replace(step=jnp.asarray(state.step, jnp.int32))
+    else:
+        start = int(state.step)
+        if steps < start:
+            raise ValueError(
+                f"fit: steps={steps} is the target total step count, but the state has already "
+                f"taken {start} steps; pass steps >= {start}."
+            )
+        state = state._replace(step=jnp.asarray(state.step, jnp.int32))
     boundaries = (chunk_size,) if eval_every is None else (chunk_size, eval_every)
-    chunk = functools.partial(
-        _run_chunk, loss_fn=loss_fn, optimizer=optimizer, plan=plan, trace=trace_params
-    )
+    arrays, layout = _distinct_arrays(leaves, treedef)
+    if fresh and not (0 < steps == _next_boundary(0, steps, boundaries)):
+        # Several chunks (or none): initialise the optimizer once, in its own program. A run
+        # of one chunk initialises it inside the chunk's program (one dispatch less).
+        state = _init_state(state.params, state.key, optimizer=optimizer)
+
+    def run(
+        state: TrainState, first: int, count: int, length: int | None = None
+    ) -> tuple[TrainState, np.ndarray, Any]:
+        """``count`` steps from ``state`` (which has taken ``first`` steps): the program of
+        ``count`` steps, or with ``length`` the replay program of chunks of that length."""
+        length = count if length is None else length
+        orders = None
+        if plan is not None:
+            first_epoch = first // plan.per_epoch
+            needed = (first + count - 1) // plan.per_epoch - first_epoch + 1 if count else 0
+            orders = _epoch_orders(
+                state.key,
+                np.int32(first_epoch),
+                np.int32(needed),
+                plan=plan,
+                count=_epochs_touched(length, plan),
+            )
+        params, opt_state, buffer, params_trace = _run_chunk(
+            state.params,
+            state.opt_state,
+            None if plan is None else state.step,
+            arrays,
+            orders,
+            None if count == length else _device_int(count),
+            layout=layout,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            plan=plan,
+            length=length,
+            trace=trace_params,
+        )
+        new = TrainState(params, opt_state, _device_int(first + count), state.key)
+        return new, buffer, params_trace
 
     def is_eval_step(step: int) -> bool:
         return val_data is not None and (
             step == steps or bool(eval_every and step % eval_every == 0)
         )
 
-    if plan is not None:
-        count = _epochs_touched(min(steps - start, *boundaries), plan)
     losses: list[np.ndarray] = []
     vals: list[tuple[int, float]] = []
     trace: list[PyTree] = []
@@ -466,16 +687,13 @@ def fit(
         step = start
         while step < steps:
             end = _next_boundary(step, steps, boundaries)
-            orders = None
-            if plan is not None:  # sized for the longest chunk: one program per fit call
-                first_epoch = state.step // plan.per_epoch
-                orders = _epoch_orders(state.key, first_epoch, plan=plan, count=count)
-            new, ok, chunk_losses, params_trace = chunk(state, data, orders, length=end - step)
-            ok, chunk_losses = jax.device_get((ok, chunk_losses))
-            if not ok:  # the scan froze `new` at the last good state, before the failing step
-                bad = int(new.step) - step  # index of the failing step in this chunk
-                losses.append(chunk_losses[: bad + 1])
-                raise TrainingDivergedError(step + bad + 1, new, np.concatenate(losses))
+            new, buffer, params_trace = run(state, step, end - step)
+            buffer = np.asarray(buffer)  # the one transfer (and sync) per chunk
+            chunk_losses = buffer[1 : end - step + 1]
+            if not np.isfinite(buffer[: end - step + 1]).all():
+                bad, good = _find_divergence(run, state, step, chunk_losses)
+                losses.append(chunk_losses[:bad])
+                raise TrainingDivergedError(step + bad, good, np.concatenate(losses))
             state, step = new, end
             losses.append(chunk_losses)
             if trace_params:
@@ -484,12 +702,16 @@ def fit(
             if is_eval_step(step):
                 val_loss = float(_eval_loss(state.params, val_data, loss_fn=loss_fn))
                 vals.append((step, val_loss))
-            bar.update(step, float(chunk_losses[-1]), val_loss)
+            if progress:
+                bar.update(step, float(chunk_losses[-1]), val_loss)
             if callback is not None:
                 callback(state, chunk_losses, val_loss)
 
-    history = np.concatenate(losses) if losses else np.zeros((0,), np.float32)
-    val_history = np.asarray(vals, dtype=np.float64).reshape(-1, 2)
+    if len(losses) == 1:
+        history = losses[0].copy()  # writable, and not holding the whole buffer
+    else:
+        history = np.concatenate(losses) if losses else np.zeros((0,), np.float32)
+    val_history = np.array(vals, np.float64) if vals else np.zeros((0, 2))
     param_trace = None
     if trace_params:
         param_trace = (
