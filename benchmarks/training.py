@@ -388,6 +388,17 @@ def _seconds(fn: Callable[[], Any]) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def warm_up(loss: Callable, opt: optax.GradientTransformation, params, batch, n: int = 0) -> None:
+    """Compiles and runs one plain step (and, with ``n``, a permutation of ``n``): a program
+    of no contender, so that JAX's first-use costs of the model's operations (tracing and
+    lowering rules, caches) are not charged to whichever contender compiles first."""
+    jax.block_until_ready(jax.jit(plain_step(loss, opt))(params, opt.init(params), batch))
+    if n:
+        jax.block_until_ready(
+            jax.jit(jax.random.permutation, static_argnums=1)(jax.random.PRNGKey(1), n)
+        )
+
+
 def ice_cream(steps: int) -> tuple[str, dict[str, Callable[[], Any]]]:
     data = load(name="ice_cream")
     model = linear_regression.build(linear_regression.Config(), data)
@@ -406,6 +417,7 @@ def ice_cream(steps: int) -> tuple[str, dict[str, Callable[[], Any]]]:
             params, data.x_train, data.y_train, mean, scale, steps
         )
     title = f"(a) ice-cream linear regression (30 x 1), full-batch GD sgd(0.1), {steps} steps"
+    warm_up(model.loss, opt, params, batch)
     return title, contenders
 
 
@@ -439,6 +451,7 @@ def digits_autoencoder(steps: int, batch: int | None) -> tuple[str, dict[str, Ca
     if torch is not None:
         contenders["PyTorch eager"] = torch_autoencoder(params, data.x_train, steps, batch)
     n, p = data.x_train.shape
+    warm_up(model.loss, opt, params, (x, x), 0 if batch is None else n)
     title = (
         f"(b) digits autoencoder 64-128-8-128-64 ({n} x {p}), {how}, adam({AE_LR}), {steps} steps"
     )
