@@ -99,7 +99,7 @@ def _assert_same_run(run: Path, ref: Path) -> None:
 
 
 def _spawn(out: Path, kill_at: str | None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1])}  # this mlgrad
     env.pop(KILL_ENV, None)
     if kill_at:
         env[KILL_ENV] = kill_at
@@ -519,5 +519,32 @@ def test_checkpoint_write_failing_part_way_exits_1_and_resume_is_bit_identical(
     assert all_steps(out / "checkpoints") == [0, 20, 40]
     assert int(_state(out).step) == 40  # the previous checkpoint is intact
     assert not (out / "summary.json").exists()
+    assert _train(*CRASH, "--out", out, "--resume") == 0
+    _assert_same_run(out, reference)
+
+
+def test_metrics_write_failing_exits_1_and_resume_is_bit_identical(
+    tmp_path, monkeypatch, capsys, reference
+):
+    original = cli._write_atomic
+    calls = []
+
+    def disk_full_when_metrics_reach_step_60(path, text):
+        # The first metrics write that reaches step 60 (the forced flush just before the
+        # checkpoint of step 60) fails, whatever throttled flushes came before it.
+        if path.name == "metrics.jsonl" and '"step": 60,' in text and not calls:
+            calls.append(path)
+            raise OSError(28, "No space left on device", str(path))
+        original(path, text)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(cli, "_write_atomic", disk_full_when_metrics_reach_step_60)
+        assert _train(*CRASH, "--out", out) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("error: ") == 1 and "Traceback" not in err
+    assert "No space left on device" in err and "metrics.jsonl" in err
+    assert all_steps(out / "checkpoints") == [0, 20, 40]
+    assert not list(out.glob(".*tmp*"))
     assert _train(*CRASH, "--out", out, "--resume") == 0
     _assert_same_run(out, reference)
