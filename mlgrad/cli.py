@@ -727,6 +727,11 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
             latest = ckpt.latest_step()
             if latest is None or int(good.step) > latest:
                 ckpt.save(good)
+        # The finite losses of the chunk that diverged never reached on_chunk: log them too
+        # (up to the last good step, which the saved checkpoint matches).
+        for k in range(start + 1, min(e.step, start + len(e.history) + 1)):
+            if k % train_cfg.log_every == 0 or k == 1:
+                log.record(k, train_loss=e.history[k - start - 1])
         with contextlib.suppress(OSError):
             log.flush(force=True)
         ckpt.close()

@@ -151,6 +151,7 @@ def test_sigkill_leaves_a_loadable_run_and_resume_is_bit_identical(kill_at, tmp_
         state = _state(out)
         assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state.params))
         assert int(state.step) % 20 == 0
+        assert main(["eval", str(out)]) == 0  # and the user-facing reader agrees
     # A killed run is continued with --resume; one killed before its config was written
     # (nothing to resume yet) is simply started again in the same directory.
     if (out / "config.yaml").is_file():
@@ -382,6 +383,10 @@ def test_diverged_run_can_be_evaluated_and_resumed_to_the_same_failure(tmp_path,
     err = capsys.readouterr().err
     step = int(err.split("diverged at step ")[1].split(":")[0])
     assert "smaller learning rate" in err and "optimizer.learning_rate=1" in err
+    # metrics.jsonl holds every logged step before the failing one (log_every=1 here), the
+    # losses of the chunk that diverged included.
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, step))
     assert main(["eval", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["step"] == step - 1
