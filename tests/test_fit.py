@@ -380,3 +380,21 @@ def test_bad_arguments_are_named(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         fit(args.pop("loss_fn"), args.pop("params"), args.pop("data"), **args)
+
+
+def test_line_search_optimizers_get_the_loss_and_reach_least_squares():
+    # optax.lbfgs needs value, grad and value_fn in update(); fit passes them to every
+    # optimizer that accepts extra arguments. Reference: numpy.linalg.lstsq.
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3 + 0.1 * rng.normal(size=40)).astype(np.float32)
+
+    def loss(p, batch):
+        xb, yb = batch
+        return jnp.mean((xb @ p["w"] + p["b"] - yb) ** 2)
+
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+    result = fit(loss, params, (x, y), optimizer=optax.lbfgs(), steps=20)
+    coef, *_ = np.linalg.lstsq(np.c_[x, np.ones(40)], y, rcond=None)
+    np.testing.assert_allclose(result.params["w"], coef[:3], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result.params["b"], coef[3], rtol=1e-4, atol=1e-5)

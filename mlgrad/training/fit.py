@@ -309,7 +309,17 @@ def _train_step(
         grads, loss = jax.lax.platform_dependent(
             params, batch, mask, cpu=full_or_masked, default=masked
         )
-    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+        # Line-search optimizers (optax.lbfgs) need the loss value and a way to re-evaluate
+        # it; the others ignore these arguments, so their compiled program is unchanged.
+        def value_fn(p: PyTree) -> jax.Array:
+            return _objective(p, batch, mask, loss_fn)[0]
+
+        updates, new_opt_state = optimizer.update(
+            grads, opt_state, params, value=loss, grad=grads, value_fn=value_fn
+        )
+    else:
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new_opt_state, loss
 
 
