@@ -553,3 +553,20 @@ def test_metrics_write_failing_exits_1_and_resume_is_bit_identical(
     assert not list(out.glob(".*tmp*"))
     assert _train(*CRASH, "--out", out, "--resume") == 0
     _assert_same_run(out, reference)
+
+
+@pytest.mark.slow  # a fresh interpreter (~3 s)
+def test_ctrl_c_exits_130_with_a_hint_and_resume_is_bit_identical(tmp_path, reference):
+    out = tmp_path / "run"
+    proc = _spawn(out, None)
+    metrics = out / "metrics.jsonl"
+    while proc.poll() is None and not (metrics.is_file() and '"step": 30,' in metrics.read_text()):
+        pass
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode in (130, 0), err  # 0: it finished before the signal arrived
+    assert "Traceback" not in err
+    if proc.returncode == 130:
+        assert "interrupted; continue with" in err and "--resume" in err
+    assert _train(*CRASH, "--out", out, "--resume") == 0
+    _assert_same_run(out, reference)
