@@ -19,6 +19,10 @@ then the ratio sweep / single run (acceptance target <= 8x) and the largest rela
 difference between a sweep run and the same run alone (target <= 1e-6), for params, the
 final loss and the loss history, against the plain optimizer and against the same
 ``inject_hyperparams`` optimizer.
+
+With ``--batch-size 8`` (mini-batches, a ragged last batch) the sweep is about 20x a single
+run on a 2-core CPU (2026-11-22): drawing 64 runs' epoch orders (64 x 50 permutations, a sort
+each) is 64 times one run's shuffling and takes most of the sweep's time.
 """
 
 from __future__ import annotations

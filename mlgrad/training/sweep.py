@@ -16,6 +16,12 @@ with the same step, batching plan and padded-and-masked ragged batches as ``fit`
 
 Runs are independent under ``vmap``: a run whose loss or state becomes NaN or infinite does
 not touch the others; it is reported as diverged (final loss NaN) instead of raising.
+
+Limits (for now): the whole sweep is one chunk, so with mini-batches the epoch orders of every
+run are drawn up front (``runs x epochs x n`` int32 entries; 64 runs of 10,000 steps on the
+1,437 digits in batches of 128 take about 0.4 GB), and drawing them is ``runs`` times the
+shuffling work of one run (a sort per epoch: on a CPU it dominates small mini-batch sweeps).
+Shapes must agree across runs: only seeds and learning rates are swept.
 """
 
 from __future__ import annotations
