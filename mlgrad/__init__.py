@@ -25,9 +25,11 @@ from mlgrad.taylor import Taylor as Taylor
 from mlgrad.taylor import linearization as linearization
 from mlgrad.taylor import taylor as taylor
 from mlgrad.training import FitResult as FitResult
+from mlgrad.training import SweepResult as SweepResult
 from mlgrad.training import TrainingDivergedError as TrainingDivergedError
 from mlgrad.training import TrainState as TrainState
 from mlgrad.training import fit as fit
+from mlgrad.training import sweep as sweep
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,7 @@ __all__ = [
     "FitResult",
     "GradientCheckError",
     "Linearization",
+    "SweepResult",
     "Taylor",
     "TrainState",
     "TrainingDivergedError",
@@ -55,6 +58,7 @@ __all__ = [
     "linearization",
     "numerical",
     "partial_derivative",
+    "sweep",
     "taylor",
     "value_and_jacobian",
 ]

@@ -27,7 +27,7 @@ CALCULUS = [
 
 
 def test_the_design_names_are_exported():
-    for name in [*CALCULUS, "numerical", "fit"]:
+    for name in [*CALCULUS, "numerical", "fit", "sweep"]:
         assert name in mlgrad.__all__, name
         assert getattr(mlgrad, name) is not None
     for name in ("derivative", "gradient", "jacobian", "hessian"):

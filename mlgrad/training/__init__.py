@@ -8,13 +8,16 @@ restores it atomically with orbax.
 from mlgrad.training import checkpoint
 from mlgrad.training.checkpoint import Checkpointer, CheckpointError
 from mlgrad.training.fit import FitResult, TrainingDivergedError, TrainState, fit
+from mlgrad.training.sweep import SweepResult, sweep
 
 __all__ = [
     "CheckpointError",
     "Checkpointer",
     "FitResult",
+    "SweepResult",
     "TrainState",
     "TrainingDivergedError",
     "checkpoint",
     "fit",
+    "sweep",
 ]
