@@ -16,7 +16,7 @@ A run directory (``runs/<name>-<UTC timestamp>/``, or exactly ``--out DIR``) hol
   other validation metrics (``val_accuracy``); rewritten atomically;
 * ``checkpoints/``: orbax checkpoints of the full train state (params, optimizer state, step,
   PRNG key) at step 0, every ``train.checkpoint_every`` steps and at the end (the newest
-  ``train.keep_checkpoints`` are kept);
+  ``train.keep_checkpoints`` and the one at step 0 are kept);
 * ``summary.json``: final ``metrics`` (``train_loss``; with a validation split ``val_loss``
   and, for classifiers, ``val_accuracy``), the model's report (e.g. ``coefficients`` in data
   units and ``intercept``), ``wall_time_s``, ``devices``, ``steps``, ``name``, ``config``;
