@@ -609,15 +609,17 @@ def load(
         raise DataError(
             f"{where}: has only {n} data row; at least 2 are needed to fit and evaluate a model"
         )
-    x_cast, y_cast = x.astype(dtype), y.astype(dtype)
-    for arr, cast in ((x, x_cast), (y, y_cast)):
-        overflow = ~np.isfinite(cast)
-        if overflow.any():
-            idx = tuple(int(i) for i in np.argwhere(overflow)[0])
+    limit = np.finfo(dtype).max
+    for arr, names in ((x, feature_names), (y, [target_name])):
+        too_big = np.abs(arr) > limit  # checked before casting, which would only warn
+        if too_big.any():
+            idx = tuple(int(i) for i in np.argwhere(too_big)[0])
+            column = names[idx[1]] if arr.ndim == 2 and len(names) > 1 else names[0]
             raise DataError(
-                f"{where}: value {arr[idx]} (row {idx[0] + 1}) does not fit in "
-                f"{dtype}; rescale the column or use a wider dtype"
+                f"{where}: value {arr[idx]} in {column!r} (data row {idx[0] + 1}) does not fit "
+                f"in {dtype}; rescale the column or use a wider dtype"
             )
+    x_cast, y_cast = x.astype(dtype), y.astype(dtype)
     if val_split > 0:
         train, val = _split(n, val_split, split_seed, where)
         data = Dataset(

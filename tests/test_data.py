@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.model_selection import train_test_split
 
-from mlgrad.data import DataError, load
+from mlgrad.data import DataError, Dataset, load
 
 
 def test_ice_cream_ships_inside_the_package():
@@ -85,3 +85,172 @@ def test_missing_files_and_columns(tmp_path):
         load("icecream")
     with pytest.raises(DataError, match="validation|training"):
         load(path=csv, target="cons", val_split=0.99)
+
+
+def test_digits_target_is_the_image_and_features_can_be_chosen():
+    digits = load("digits")
+    assert digits.x_train.shape == digits.y_train.shape == (1797, 64)
+    np.testing.assert_array_equal(digits.x_train, digits.y_train)
+    assert digits.x_train.max() == 1.0 and digits.target_name == "pixels"
+    with pytest.raises(DataError, match="'pixels'"):
+        load("digits", target="label")
+    cancer = load("breast_cancer", features=["mean radius", "worst area"])
+    bc = load_breast_cancer()
+    np.testing.assert_allclose(cancer.x_train, bc.data[:, [0, 23]], rtol=1e-6)
+    assert cancer.target_name == "benign" and set(np.unique(cancer.y_train)) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    ("n", "val_split", "seed"), [(10, 0.3, 0), (30, 0.2, 7), (31, 0.5, 123), (5, 0.01, 1)]
+)
+def test_user_file_split_reproduces_train_test_split(tmp_path, n, val_split, seed):
+    rng = np.random.default_rng(seed)
+    table = np.c_[rng.normal(size=(n, 2)), np.arange(n)]
+    csv = tmp_path / "t.csv"
+    np.savetxt(csv, table, delimiter=",", header="a,b,y", comments="")
+    data = load(path=csv, target="y", val_split=val_split, split_seed=seed, dtype=np.float64)
+    x_tr, x_val, y_tr, y_val = train_test_split(
+        table[:, :2], table[:, 2], test_size=val_split, random_state=seed, shuffle=True
+    )
+    np.testing.assert_array_equal(data.y_train, y_tr)  # same rows, in the same order
+    np.testing.assert_array_equal(data.y_val, y_val)
+    np.testing.assert_array_equal(data.x_train, x_tr)
+    np.testing.assert_array_equal(data.x_val, x_val)
+    assert data.x_train.dtype == np.float64
+
+
+def test_csv_by_relative_path_with_default_features(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.csv").write_text("\ufeffa, y ,b,note\n1,2,3,x\n\n4,5,6,y\n")
+    monkeypatch.chdir(tmp_path)
+    data = load(path="sub/d.csv", target="y", features=["b", "a"])
+    np.testing.assert_array_equal(data.x_train, [[3, 1], [6, 4]])
+    assert data.feature_names == ("b", "a") and "d.csv" in data.source
+    # Default features: every other column; a text column that is not used is no error, but
+    # it is one once it is a feature.
+    with pytest.raises(DataError, match="non-numeric value 'x' in column 'note' at line 2"):
+        load(path="sub/d.csv", target="y")
+
+
+def test_npz_named_arrays(tmp_path):
+    npz = tmp_path / "d.npz"
+    np.savez(npz, temp=np.arange(5.0), price=np.ones(5), cons=np.arange(5.0) * 2, z=np.ones((5, 2)))
+    data = load(path=npz, features=["temp", "z"], target="cons")
+    assert data.feature_names == ("temp", "z[0]", "z[1]") and data.x_train.shape == (5, 3)
+    np.testing.assert_array_equal(data.y_train, np.arange(5.0) * 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("   \n\n", "empty"),
+        ("a,y\n", "no data rows"),
+        ("a,y\n1,2\n,3\n", "empty cell in column 'a' at line 3"),
+        ("a,a,y\n1,2,3\n4,5,6\n", "more than once"),
+        ("a,y\n1,2\n1e39,3\n", "does not fit in float32"),
+        ("a,y\n1,2\n3,4,5\n", "line 3 has 3 cells but the header has 2 columns"),
+    ],
+    ids=["blank", "header-only", "empty-cell", "duplicate-header", "overflow", "long-row"],
+)
+def test_more_bad_csv_files(tmp_path, text, problem):
+    csv = tmp_path / "bad.csv"
+    csv.write_text(text)
+    with pytest.raises(DataError, match=problem) as info:
+        load(path=csv, target="y")
+    assert str(info.value).startswith(str(csv))
+
+
+def test_csv_errors_for_bytes_columns_and_targets(tmp_path):
+    raw = tmp_path / "latin1.csv"
+    raw.write_bytes("a,y\n1,2\n3,\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin1.csv: not a UTF-8 text file"):
+        load(path=raw, target="y")
+    csv = tmp_path / "ok.csv"
+    csv.write_text("a,y\n1,2\n3,4\n")
+    with pytest.raises(DataError, match="both a feature and the target"):
+        load(path=csv, features=["a", "y"], target="y")
+    with pytest.raises(DataError, match="no target column given; .* a, y"):
+        load(path=csv)
+    with pytest.raises(DataError, match="more than once"):
+        load(path=csv, features=["a", "a"], target="y")
+
+
+def _npz(tmp_path, **arrays):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("arrays", "kwargs", "problem"),
+    [
+        (
+            {"x": np.ones((4, 2)), "y": np.ones(3)},
+            {},
+            r"different numbers of rows \('x': 4, 'y': 3\)",
+        ),
+        ({"x": np.ones((4, 2)), "y": np.array([1, 2, np.nan, 4])}, {}, "non-finite value nan"),
+        ({"x": np.ones((4, 2)), "y": np.array(["a", "b", "c", "d"])}, {}, "dtype <U1"),
+        ({"x": np.ones((4, 2, 2)), "y": np.ones(4)}, {}, "shape"),
+        ({"x": np.ones((4, 2))}, {}, "no 'y'"),
+        ({"temp": np.ones(4), "y": np.ones(4)}, {"features": ["tmep"]}, "did you mean 'temp'"),
+        ({"x": np.ones((1, 2)), "y": np.ones(1)}, {}, "only 1 data row"),
+        ({"x": np.ones((4, 2)), "y": np.array([None] * 4, dtype=object)}, {}, "pickle"),
+    ],
+    ids=["lengths", "nan", "strings", "3d", "no-y", "misspelt", "one-row", "object"],
+)
+def test_bad_npz_files(tmp_path, arrays, kwargs, problem):
+    path = _npz(tmp_path, **arrays)
+    with pytest.raises(DataError, match=problem) as info:
+        load(path=path, **kwargs)
+    assert "bad.npz" in str(info.value)
+
+
+def test_files_that_are_not_npz_or_not_files(tmp_path):
+    fake = tmp_path / "fake.npz"
+    fake.write_text("not a zip archive")
+    with pytest.raises(DataError, match="fake.npz: not a valid NPZ file"):
+        load(path=fake)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match="empty.npz: the file is empty"):
+        load(path=empty)
+    with pytest.raises(DataError, match="not a regular file"):
+        load(path=tmp_path)
+    other = tmp_path / "d.xlsx"
+    other.write_text("x")
+    with pytest.raises(DataError, match="d.xlsx: unsupported file type '.xlsx'"):
+        load(path=other)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"name": "ice_cream", "path": "d.csv"}, "exactly one of name"),
+        ({}, "exactly one of name"),
+        ({"name": "d.csv"}, "pass path="),
+        ({"name": "ice_cream", "val_split": 1.0}, r"\[0, 1\)"),
+        ({"name": "ice_cream", "val_split": -0.1}, r"\[0, 1\)"),
+        ({"name": "ice_cream", "val_split": True}, "a number"),
+        ({"name": "ice_cream", "val_split": 0.2, "split_seed": -1}, "split_seed"),
+        ({"name": "ice_cream", "features": []}, "empty list"),
+        ({"name": "ice_cream", "dtype": np.int32}, "floating dtype"),
+    ],
+)
+def test_argument_errors(kwargs, problem):
+    with pytest.raises(DataError, match=problem):
+        load(**kwargs)
+
+
+def test_dataset_checks_its_arrays():
+    x, y = np.ones((3, 2), np.float32), np.ones(3, np.float32)
+    Dataset(x, y, x[:1], y[:1], ("a", "b"), "y", "test")
+    with pytest.raises(DataError, match="2 feature names for 3"):
+        Dataset(np.ones((3, 3)), y, None, None, ("a", "b"), "y", "test")
+    with pytest.raises(DataError, match="y_train has 2"):
+        Dataset(x, y[:2], None, None, ("a", "b"), "y", "test")
+    with pytest.raises(DataError, match="both be given"):
+        Dataset(x, y, x, None, ("a", "b"), "y", "test")
+    data = load("ice_cream", features=["temp", "price"], val_split=0.2)
+    assert data.label("temp") == "mean temperature (°F)" and data.label("unknown") == "unknown"
+    assert data.val is not None and data.n_features == 2
