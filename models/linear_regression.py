@@ -166,9 +166,10 @@ def _plot_loss_surface(
     design = np.stack([x, np.ones_like(x)], axis=1)
     a_ls, b_ls = np.linalg.lstsq(design, y, rcond=None)[0]
     pts = np.array([[a, b], [a_ls, b_ls], *([] if path is None else path)])
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    span = np.maximum(hi - lo, 0.5 * np.abs([a_ls, b_ls]) + 1e-12)
-    lo, hi = lo - 0.15 * span, hi + 0.15 * span
+    # A box centred on the optimum that holds every point, so the whole valley is in view.
+    centre = np.array([a_ls, b_ls])
+    half = np.maximum(np.abs(pts - centre).max(axis=0), 0.5 * np.abs(centre) + 1e-12) * 1.12
+    lo, hi = centre - half, centre + half
     aa, bb = np.meshgrid(np.linspace(lo[0], hi[0], 241), np.linspace(lo[1], hi[1], 241))
     mse = aa**2 * sxx + 2 * aa * bb * sx + bb**2 - 2 * aa * sxy - 2 * bb * sy + syy
     mse = np.maximum(mse, 1e-300)
@@ -228,7 +229,7 @@ def _plot_predicted(data: Any, params: Any, apply: Any, out_dir: Path) -> Path:
     u = f" ({unit})" if unit else ""
     style(
         ax,
-        f"Predicted against observed {name} ({len(data.feature_names)} features)",
+        f"Predicted against observed {name}",
         f"observed {name}{u}",
         f"predicted {name}{u}",
     )

@@ -137,12 +137,14 @@ def _plot_probabilities(p: np.ndarray, y: np.ndarray, split: str, data: Any, out
             linewidth=0.5,
             label=f"true class {cls} ({'not ' if cls == 0 else ''}{target}), {len(sel)} examples",
         )
-    ax.axvline(0.5, color="black", ls="--", lw=1.5, label="threshold 0.5")
+    ax.axvline(
+        0.5, color="black", ls="--", lw=1.5, label=f"threshold 0.5 (accuracy {accuracy:.3f})"
+    )
     ax.legend(fontsize=10, loc="upper center")
     ax.grid(alpha=0.3)
     style(
         ax,
-        f"Predicted probabilities by true class ({split} split, accuracy {accuracy:.3f})",
+        f"Predicted probabilities by true class ({split} split)",
         f"predicted probability of class 1 ({target})",
         "number of examples",
     )
