@@ -62,7 +62,8 @@ def _not_found(name: str, why: str) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"unknown model {name!r} ({why}).{hint} Built-in models: {', '.join(BUILTIN_MODELS)}; "
         "or give your own module as 'package.module' (or 'package.module:attribute') that "
-        "defines Config and build, importable from the current directory or the Python path."
+        "defines Config and build, importable on the Python path (for a module in the current "
+        "directory: PYTHONPATH=.)."
     )
 
 
