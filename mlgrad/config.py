@@ -816,6 +816,12 @@ def _find_model(name: Any) -> Any:
         return models.find_model(name)
     except models.ModelNotFoundError as e:
         raise ConfigError(f"`model.name`: {e}", "model.name") from None
+    except ImportError as e:  # the user's module exists but one of its own imports fails
+        raise ConfigError(
+            f"`model.name`: importing {name!r} failed: {e}. Fix that module's imports "
+            "(or install what it needs).",
+            "model.name",
+        ) from None
 
 
 def _check_model(section: Any, module: Any) -> dict:
