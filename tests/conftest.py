@@ -10,9 +10,23 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 # Small, repeatable property tests: the suite must stay fast on a 2-core CI machine.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """A module's CLI runs cache compiled programs in one temporary directory, not ~/.cache."""
+    path = tmp_path_factory.mktemp("jax_cache")
+    old = os.environ.get("MLGRAD_CACHE_DIR")
+    os.environ["MLGRAD_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["MLGRAD_CACHE_DIR"]
+    else:
+        os.environ["MLGRAD_CACHE_DIR"] = old
 
 
 def fd_jacobian(f_np, x: np.ndarray, h: float = 1e-6) -> np.ndarray:

@@ -29,17 +29,8 @@ MULTI = CONFIGS / "linear_regression_multi.yaml"
 LOGISTIC = CONFIGS / "logistic.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    """Every CLI call in this module caches compiled programs in a temporary directory."""
-    path = tmp_path_factory.mktemp("jax_cache")
-    old = os.environ.get("MLGRAD_CACHE_DIR")
-    os.environ["MLGRAD_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        del os.environ["MLGRAD_CACHE_DIR"]
-    else:
-        os.environ["MLGRAD_CACHE_DIR"] = old
+# The CLI caches compiled programs in a temporary directory (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("cache_dir")
 
 
 class Result(NamedTuple):

@@ -56,17 +56,8 @@ CRASH = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    """Every run in this module caches compiled programs in one temporary directory."""
-    path = tmp_path_factory.mktemp("jax_cache")
-    old = os.environ.get("MLGRAD_CACHE_DIR")
-    os.environ["MLGRAD_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        del os.environ["MLGRAD_CACHE_DIR"]
-    else:
-        os.environ["MLGRAD_CACHE_DIR"] = old
+# The CLI caches compiled programs in a temporary directory (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("cache_dir")
 
 
 def _train(*argv: object) -> int:
