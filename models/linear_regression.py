@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import Model
-from models._common import figure, save, scaling, split_label, style, subsample
+from models._common import affine, figure, save, split_label, style, subsample
 
 __all__ = ["Config", "build"]
 
@@ -59,18 +59,8 @@ def build(cfg: Config, data: Any) -> Model:
             f"linear_regression predicts one target per example; the target "
             f"{data.target_name!r} has shape {np.shape(data.y_train)}"
         )
-    dtype = np.asarray(data.x_train).dtype
-    mean64, scale64 = scaling(data.x_train, cfg.standardize)
-    mean, scale = mean64.astype(dtype), scale64.astype(dtype)
-    d = data.n_features
     names = tuple(data.feature_names)
-
-    def init(key: Any) -> dict[str, jax.Array]:
-        del key  # a convex problem: start at zero, deterministically
-        return {"w": jnp.zeros(d, dtype), "b": jnp.zeros((), dtype)}
-
-    def apply(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-        return ((x - mean) / scale) @ params["w"] + params["b"]
+    init, apply, to_data_units = affine(data.x_train, cfg.standardize)
 
     def loss(params: dict[str, jax.Array], batch: tuple[jax.Array, jax.Array]) -> jax.Array:
         x, y = batch
@@ -78,11 +68,6 @@ def build(cfg: Config, data: Any) -> Model:
 
     def metrics(params: dict[str, jax.Array], batch: tuple[jax.Array, jax.Array]) -> dict:
         return {"loss": loss(params, batch)}
-
-    def to_data_units(w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Coefficients and intercept in data units; works on stacked (steps, ...) arrays."""
-        w = np.asarray(w, np.float64)
-        return w / scale64, np.asarray(b, np.float64) - (w * (mean64 / scale64)).sum(-1)
 
     def report(params: dict[str, jax.Array]) -> dict[str, Any]:
         a, b = to_data_units(params["w"], params["b"])
@@ -93,7 +78,7 @@ def build(cfg: Config, data: Any) -> Model:
 
     def plots(params: dict[str, jax.Array], data: Any, fit_result: Any, out_dir: Path) -> list:
         a, b = to_data_units(params["w"], params["b"])
-        if d == 1:
+        if data.n_features == 1:
             path = _trace_in_data_units(params, fit_result, init, to_data_units)
             return [
                 _plot_fit(data, float(a[0]), float(b), out_dir),

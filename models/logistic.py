@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from models import Model
-from models._common import eval_split, figure, save, scaling, style
+from models._common import affine, eval_split, figure, save, style
 
 __all__ = ["Config", "build"]
 
@@ -75,18 +75,9 @@ def build(cfg: Config, data: Any) -> Model:
             f"found {labels[:10].tolist()}"
         )
     dtype = np.asarray(data.x_train).dtype
-    mean64, scale64 = scaling(data.x_train, cfg.standardize)
-    mean, scale = mean64.astype(dtype), scale64.astype(dtype)
-    d = data.n_features
     names = tuple(data.feature_names)
     l2 = float(cfg.l2)
-
-    def init(key: Any) -> dict[str, jax.Array]:
-        del key  # a convex problem: start at zero, deterministically
-        return {"w": jnp.zeros(d, dtype), "b": jnp.zeros((), dtype)}
-
-    def logits(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-        return ((x - mean) / scale) @ params["w"] + params["b"]
+    init, logits, to_data_units = affine(data.x_train, cfg.standardize)  # w . std(x) + b
 
     def apply(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
         return jax.nn.sigmoid(logits(params, x))
@@ -104,9 +95,10 @@ def build(cfg: Config, data: Any) -> Model:
     def report(params: dict[str, jax.Array]) -> dict[str, Any]:
         w = np.asarray(params["w"], np.float64)
         b = float(params["b"])
+        a, intercept = to_data_units(w, b)
         return {
-            "coefficients": {n: float(v) for n, v in zip(names, w / scale64, strict=True)},
-            "intercept": b - float((w * mean64 / scale64).sum()),
+            "coefficients": {n: float(v) for n, v in zip(names, a, strict=True)},
+            "intercept": float(intercept),
             "standardized_coefficients": {n: float(v) for n, v in zip(names, w, strict=True)},
             "standardized_intercept": b,
         }
