@@ -62,9 +62,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mlgrad._validation import as_float
 from mlgrad.derivatives import gradient
+from mlgrad.training.parallel import (
+    DATA_AXIS,
+    Devices,
+    batch_sharding,
+    data_mesh,
+    place,
+    replicated,
+)
 
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]
@@ -159,11 +168,18 @@ class _Batching(NamedTuple):
 
     n: int  # number of examples
     batch_size: int
-    masked: bool  # n % batch_size != 0: per-example losses and a masked mean
+    masked: bool  # some slots are padding: per-example losses and a masked mean
+    slots: int = 0  # examples computed per step when padded past batch_size (data parallel)
 
     @property
     def per_epoch(self) -> int:
         return -(-self.n // self.batch_size)
+
+    @property
+    def width(self) -> int:
+        """Examples computed per step: ``batch_size``, or more when padded to split evenly
+        across devices (the extra slots repeat the batch's examples and are masked)."""
+        return max(self.slots, self.batch_size)
 
 
 class _Layout(NamedTuple):
@@ -267,12 +283,20 @@ def _batch(
     first_epoch: jax.Array,
     plan: _Batching,
 ) -> tuple[tuple[jax.Array, ...], jax.Array | None]:
-    """The examples of ``step`` (and the mask of real examples when batches are ragged)."""
+    """The examples of ``step`` (and the mask of real examples when batches are ragged or
+    padded to ``plan.width`` slots)."""
     epoch, slot = jnp.divmod(step, plan.per_epoch)
     start = slot * plan.batch_size
     idx = jax.lax.dynamic_slice(orders[epoch - first_epoch], (start,), (plan.batch_size,))
+    position = np.arange(plan.width)
+    if plan.width > plan.batch_size:  # padding slots repeat the batch's own examples
+        idx = idx[position % plan.batch_size]
     batch = tuple(jnp.take(x, idx, axis=0) for x in arrays)
-    mask = (start + jnp.arange(plan.batch_size)) < plan.n if plan.masked else None
+    mask = None
+    if plan.masked:
+        mask = (start + position) < plan.n
+        if plan.width > plan.batch_size:
+            mask = mask & (position < plan.batch_size)
     return batch, mask
 
 
@@ -324,7 +348,8 @@ def _train_step(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("layout", "loss_fn", "optimizer", "plan", "length", "trace")
+    jax.jit,
+    static_argnames=("layout", "loss_fn", "optimizer", "plan", "length", "trace", "mesh", "real"),
 )
 def _run_chunk(
     params: PyTree,
@@ -340,6 +365,8 @@ def _run_chunk(
     plan: _Batching | None,
     length: int,
     trace: bool,
+    mesh: Mesh | None = None,
+    real: int | None = None,
 ) -> tuple[PyTree, optax.OptState, jax.Array, PyTree | None]:
     """``length`` optimizer steps (or ``count < length`` of them) from the state after
     ``step`` steps, as one compiled loop; ``opt_state=None`` initialises the optimizer first
@@ -357,6 +384,12 @@ def _run_chunk(
     for full batches). ``step`` only places mini-batches (None with full batches) and the
     PRNG key is not an argument: the caller keeps both.
 
+    Data parallel (``mesh``, a one-axis mesh ``("data",)``): every batch is constrained to be
+    split along its examples across the mesh's devices and the state to be replicated; XLA
+    partitions the step (per-device partial sums, one all-reduce of the gradient). A full
+    batch is the data itself, passed already split; when its rows were padded to divide
+    across the devices, ``real`` is the number of real examples and the rest are masked.
+
     Returns:
       (the params and optimizer state after the steps, a buffer of ``length + 1`` entries,
       the params after every step or None). ``buffer[0]`` is the status of the final state
@@ -371,11 +404,20 @@ def _run_chunk(
         opt_state = jax.lax.optimization_barrier(optimizer.init(params))
     first_epoch = None if plan is None else step // plan.per_epoch
 
+    def constrain(tree: PyTree, spec: PartitionSpec) -> PyTree:
+        if mesh is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
+
     def batch_of(i: jax.Array | int) -> tuple[PyTree, jax.Array | None]:
         """The batch of the chunk's step ``i`` (0-based)."""
         if plan is None:
-            return layout.build(arrays), None
-        batch, mask = _batch(arrays, orders, step + i, first_epoch, plan)
+            rows = arrays[0].shape[0]
+            mask = None if real is None or real == rows else np.arange(rows) < real
+            batch = arrays
+        else:
+            batch, mask = _batch(arrays, orders, step + i, first_epoch, plan)
+        batch, mask = constrain((batch, mask), PartitionSpec(DATA_AXIS))
         return layout.build(batch), mask
 
     loss_shape = jax.eval_shape(lambda p, b: _objective(p, *b, loss_fn)[0], params, batch_of(0))
@@ -406,7 +448,7 @@ def _run_chunk(
     params, opt_state, losses, params_trace = jax.lax.fori_loop(0, trips, body, init)
     status = jnp.where(_all_finite((params, opt_state)), 0.0, jnp.nan).astype(losses.dtype)
     losses = losses.at[0].set(status)
-    return params, opt_state, losses, params_trace
+    return constrain((params, opt_state, losses, params_trace), PartitionSpec())
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn",))
@@ -482,6 +524,30 @@ def _seed_state(params: PyTree, key: Any) -> TrainState:
     return TrainState(params, None, _device_int(0), key)
 
 
+def _split_across(
+    mesh: Mesh, arrays: tuple[jax.Array, ...], plan: _Batching | None, n: int
+) -> tuple[tuple[jax.Array, ...], _Batching | None, int | None]:
+    """The data placed for data-parallel training on ``mesh``, the batching plan and the
+    number of real rows of a padded full batch.
+
+    A full batch is the data itself: its rows are split across the devices, padded (with
+    repeats of the first rows, masked out of the loss) to a multiple of the device count.
+    Mini-batches are gathered from a copy of the data on every device, each device taking
+    its part of the batch; a batch size that does not divide evenly gets masked slots.
+    """
+    count = mesh.size
+    if plan is None:
+        padded = -(-n // count) * count
+        if padded != n:
+            rows = np.arange(padded) % n
+            arrays = tuple(jnp.take(jnp.asarray(x), rows, axis=0) for x in arrays)
+        return place(arrays, batch_sharding(mesh)), None, n if padded != n else None
+    width = -(-plan.batch_size // count) * count
+    if width != plan.batch_size:
+        plan = plan._replace(masked=True, slots=width)
+    return place(arrays, replicated(mesh)), plan, None
+
+
 def _find_divergence(
     run: Callable[..., tuple], state: TrainState, first: int, losses: np.ndarray
 ) -> tuple[int, TrainState]:
@@ -536,6 +602,7 @@ def fit(
     callback: Callback | None = None,
     progress: bool = False,
     trace_params: bool = False,
+    devices: Devices = "auto",
 ) -> FitResult:
     r"""Minimises ``loss_fn`` by gradient descent, compiled by XLA in ``lax.scan`` chunks.
 
@@ -583,6 +650,13 @@ def fit(
       progress: show a progress bar (rich) on stderr.
       trace_params: record the parameters after every step (``FitResult.param_trace``), e.g.
         to draw the gradient-descent path over a loss surface.
+      devices: where to train: ``"auto"`` (every device JAX sees), a number ``N`` (the first
+        ``N`` of ``jax.devices()``) or a list of devices. With more than one, training is
+        data parallel (:mod:`mlgrad.training.parallel`): each batch is split along its
+        examples across a ``Mesh`` axis ``"data"``, the parameters and optimizer state are
+        replicated, and a batch that does not divide evenly is padded and masked; the result
+        equals one-device training up to floating-point reassociation of the batch sums. The
+        returned arrays are replicated on those devices. With one device nothing is sharded.
 
     Returns:
       A :class:`FitResult` with the final params, opt_state and state, the per-step loss
@@ -646,6 +720,18 @@ def fit(
         state = state._replace(step=jnp.asarray(state.step, jnp.int32))
     boundaries = (chunk_size,) if eval_every is None else (chunk_size, eval_every)
     arrays, layout = _distinct_arrays(leaves, treedef)
+    mesh = data_mesh(devices)
+    real = None
+    device_int = _device_int
+    if mesh is not None:
+        arrays, plan, real = _split_across(mesh, arrays, plan, n)
+        state = place(state, replicated(mesh))
+        if val_data is not None:
+            val_data = place(val_data, replicated(mesh))
+
+        def device_int(value: int) -> jax.Array:
+            return place(np.int32(value), replicated(mesh))
+
     if fresh and not (0 < steps == _next_boundary(0, steps, boundaries)):
         # Several chunks (or none): initialise the optimizer once, in its own program. A run
         # of one chunk initialises it inside the chunk's program (one dispatch less).
@@ -674,15 +760,17 @@ def fit(
             None if plan is None else state.step,
             arrays,
             orders,
-            None if count == length else _device_int(count),
+            None if count == length else device_int(count),
             layout=layout,
             loss_fn=loss_fn,
             optimizer=optimizer,
             plan=plan,
             length=length,
             trace=trace_params,
+            mesh=mesh,
+            real=real,
         )
-        new = TrainState(params, opt_state, _device_int(first + count), state.key)
+        new = TrainState(params, opt_state, device_int(first + count), state.key)
         return new, buffer, params_trace
 
     def is_eval_step(step: int) -> bool:
