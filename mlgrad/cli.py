@@ -152,6 +152,30 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or info lines")
     p.add_argument("--no-plots", action="store_true", help="skip writing the PNG figures")
+    group = p.add_argument_group(
+        "several processes (one per host; every process runs the same command with its own "
+        "--process-id and the same --out on a shared file system)"
+    )
+    group.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="address of process 0's coordinator (default: $JAX_COORDINATOR_ADDRESS); "
+        "given, the processes join with jax.distributed.initialize",
+    )
+    group.add_argument(
+        "--num-processes",
+        metavar="N",
+        type=int,
+        help="how many processes take part (default: $JAX_NUM_PROCESSES, or what JAX detects "
+        "on a cluster such as SLURM)",
+    )
+    group.add_argument(
+        "--process-id",
+        metavar="I",
+        type=int,
+        help="this process's index, 0 to N-1 (default: $JAX_PROCESS_ID, or detected); "
+        "process 0 writes the logs, plots and summary",
+    )
     return p
 
 
@@ -171,7 +195,7 @@ def _parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
     top = _main_parser()
     if not argv or argv[0].startswith("-"):
         top.parse_args(argv)  # --help / --version exit here; anything else is an error
-        top.error("missing COMMAND (train or eval)")
+        top.error(f"missing COMMAND ({', '.join(COMMANDS)})")
     command = argv[0]
     if command not in COMMANDS:
         match = difflib.get_close_matches(command, COMMANDS, n=1)
@@ -264,11 +288,14 @@ def _json(obj: Any) -> str:
 class MetricsLog:
     """``metrics.jsonl``: records by step, rewritten atomically (throttled)."""
 
-    def __init__(self, path: Path, records: list[dict] | None = None) -> None:
+    def __init__(
+        self, path: Path, records: list[dict] | None = None, *, write: bool = True
+    ) -> None:
         self.path = path
         self.records: list[dict] = list(records or [])
         self._by_step = {r["step"]: r for r in self.records}
         self._flushed = 0.0
+        self._write = write  # False on the processes other than 0 of a multi-process run
 
     @staticmethod
     def read(path: Path) -> list[dict]:
@@ -295,7 +322,7 @@ class MetricsLog:
 
     def flush(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._flushed < METRICS_FLUSH_S:
+        if not self._write or (not force and now - self._flushed < METRICS_FLUSH_S):
             return
         text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
         _write_atomic(self.path, text)
@@ -411,6 +438,102 @@ def _describe_devices(devices: Sequence[Any]) -> str:
     return ", ".join(f"{d} ({d.device_kind})" for d in devices)
 
 
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"${name} must be an integer, got {text!r}.") from None
+
+
+def _join_processes(args: argparse.Namespace) -> bool:
+    """Joins the other processes of a multi-process run (``jax.distributed.initialize``) when
+    a coordinator is given (``--coordinator`` or ``$JAX_COORDINATOR_ADDRESS``); returns
+    whether several processes take part. Must run before JAX touches a device."""
+    coordinator = args.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+    num = args.num_processes if args.num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    pid = args.process_id if args.process_id is not None else _env_int("JAX_PROCESS_ID")
+    if coordinator is None:
+        if num is not None or pid is not None:
+            raise UsageError(
+                "--num-processes and --process-id need --coordinator HOST:PORT (process 0's "
+                "address), or $JAX_COORDINATOR_ADDRESS."
+            )
+        return False
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(
+            f"--coordinator must be HOST:PORT (e.g. 10.0.0.1:1234), got {coordinator!r}."
+        )
+    if num is not None and num < 1:
+        raise UsageError(f"--num-processes must be >= 1, got {num}.")
+    if pid is not None and (pid < 0 or (num is not None and pid >= num)):
+        raise UsageError(
+            f"--process-id must be in 0..{'N-1' if num is None else num - 1}, got {pid}."
+        )
+    import jax
+
+    if not jax.distributed.is_initialized():
+        try:
+            jax.distributed.initialize(coordinator, num, pid)
+        except (RuntimeError, ValueError) as e:
+            raise RunError(
+                f"cannot join the processes of the run at {coordinator}: {e}. Start every "
+                "process with the same --coordinator and --num-processes and its own "
+                "--process-id, before any other JAX work in the process."
+            ) from None
+    return jax.process_count() > 1
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def _process_count() -> int:
+    import jax
+
+    return jax.process_count()
+
+
+def _agree(text: str) -> str:
+    """Process 0's ``text`` on every process (e.g. the default run directory's timestamp)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    data = np.zeros(4096, np.uint8)
+    raw = text.encode()[: len(data)]
+    data[: len(raw)] = np.frombuffer(raw, np.uint8)
+    agreed = np.asarray(multihost_utils.broadcast_one_to_all(data))
+    return bytes(agreed).rstrip(b"\0").decode()
+
+
+def _mesh(cfg: Any) -> Any:
+    """The data-parallel mesh of ``train.devices`` (None for one device)."""
+    from mlgrad.config import ConfigError
+    from mlgrad.training.parallel import data_mesh
+
+    try:
+        return data_mesh(cfg.train.devices)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"`train.devices`: {e}", "train.devices") from None
+
+
+def _describe_run_devices(mesh: Any) -> str:
+    import jax
+
+    devices = jax.devices()[:1] if mesh is None else list(mesh.devices.flat)
+    text = _describe_devices(devices)
+    if mesh is not None:
+        processes = len({d.process_index for d in devices})
+        text += f" (data parallel over {len(devices)} devices"
+        text += f", {processes} processes)" if processes > 1 else ")"
+    return text
+
+
 # ---------------------------------------------------------------------------------------------
 # the pieces of a run
 
@@ -424,6 +547,7 @@ class _Setup:
     data: Any
     model: Any
     optimizer: Any
+    mesh: Any = None  # the data-parallel mesh of train.devices (None: one device)
 
 
 def _prepare(config: Path, overrides: Sequence[str]) -> _Setup:
@@ -555,7 +679,8 @@ def _resume_checks(setup: _Setup, run_dir: Path) -> None:
     except ConfigError as e:
         raise UsageError(f"--resume: cannot read the saved config: {e}") from None
     current = OmegaConf.to_container(setup.cfg, resolve=True)
-    differ = [k for k in config_diff(saved, current) if k != "train.steps"]
+    # The step target may grow, and the run may move to other devices.
+    differ = [k for k in config_diff(saved, current) if k not in ("train.steps", "train.devices")]
     if differ:
         flat_saved, flat_now = _flat(saved), _flat(current)
         changes = "; ".join(
@@ -564,7 +689,8 @@ def _resume_checks(setup: _Setup, run_dir: Path) -> None:
         )
         raise UsageError(
             f"--resume: the config differs from the saved run in {run_dir} ({changes}). "
-            "Only train.steps may change when resuming; start a new run (another --out) to "
+            "Only train.steps and train.devices may change when resuming; start a new run "
+            "(another --out) to "
             "train with other settings."
         )
 
@@ -590,9 +716,16 @@ def train(args: argparse.Namespace) -> int:
     console = _Console(args.quiet)
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR, the run directory to continue.")
+    multi = _join_processes(args)
+    primary = not multi or _process_index() == 0  # process 0 speaks and writes for the run
+    if not primary:
+        console = _Console(quiet=True)
     setup = _prepare(Path(args.config), args.overrides)
     cfg = setup.cfg
+    setup.mesh = _mesh(cfg)
     run_dir = Path(args.out) if args.out else _default_run_dir(cfg.name)
+    if multi and not args.out:
+        run_dir = Path(_agree(str(run_dir)))
     _check_can_create(run_dir)
     resuming = bool(args.resume)
     if resuming:
@@ -605,9 +738,14 @@ def train(args: argparse.Namespace) -> int:
             "run in it, or choose another --out."
         )
     if args.dry_run:
-        sys.stdout.write(to_yaml(cfg))
+        if primary:
+            sys.stdout.write(to_yaml(cfg))
         console.info(f"dry run: config and data are valid ({setup.data!r}); nothing written.")
         return EXIT_OK
+    if multi:  # every process has checked the run directory before process 0 writes to it
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("mlgrad train: checked")
     with compilation_cache(console):
         return _run(setup, run_dir, resuming, args, console)
 
@@ -617,9 +755,14 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
     from mlgrad.training import TrainingDivergedError, fit
     from mlgrad.training.checkpoint import Checkpointer, CheckpointError
 
-    cfg, data, model = setup.cfg, setup.data, setup.model
+    cfg, data, model, mesh = setup.cfg, setup.data, setup.model, setup.mesh
     t0 = time.perf_counter()
+    primary = _process_index() == 0  # the only writer of logs, plots and the summary
     state0 = _initial_state(setup)
+    if mesh is not None:  # checkpoints save and restore it replicated on the mesh
+        from mlgrad.training.parallel import place, replicated
+
+        state0 = place(state0, replicated(mesh))
     ckpt_dir = run_dir / "checkpoints"
     state, start = state0, 0
     if resuming:
@@ -639,20 +782,26 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
                 f"train.steps={cfg.train.steps}; pass train.steps={start} or more."
             )
     # From here on we write.
+    log = MetricsLog(run_dir / "metrics.jsonl", write=False)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in filter(_is_leftover, run_dir.iterdir()):  # of a killed earlier write
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-        _write_atomic(run_dir / "config.yaml", to_yaml(cfg))
-        log = MetricsLog(run_dir / "metrics.jsonl")
-        if resuming:
-            log = MetricsLog(log.path, [r for r in MetricsLog.read(log.path) if r["step"] <= start])
-            with contextlib.suppress(FileNotFoundError):  # stale until this run finishes
-                (run_dir / "summary.json").unlink()
-        log.flush(force=True)
+        if primary:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for leftover in filter(_is_leftover, run_dir.iterdir()):  # of a killed earlier write
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+            _write_atomic(run_dir / "config.yaml", to_yaml(cfg))
+            records = [r for r in MetricsLog.read(log.path) if r["step"] <= start]
+            log = MetricsLog(log.path, records if resuming else None)
+            if resuming:
+                with contextlib.suppress(FileNotFoundError):  # stale until this run finishes
+                    (run_dir / "summary.json").unlink()
+            log.flush(force=True)
     except OSError as e:
         raise RunError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from None
+    if _process_count() > 1:  # the run directory exists before the others save checkpoints
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("mlgrad train: run directory")
 
     what = "training"
     if resuming and start == cfg.train.steps:
@@ -664,16 +813,23 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
         f"parameters) for {cfg.train.steps} steps -> {run_dir}"
     )
     console.info(f"data: {data.source}")
-    console.info(f"devices: {_describe_devices(_devices(state.params))}")
+    console.info(f"devices: {_describe_run_devices(mesh)}")
 
     import jax
 
     val_metrics = jax.jit(model.metrics)
     val_batch = _batch(data.val) if data.val is not None else None
+    if mesh is not None and val_batch is not None:
+        val_batch = place(val_batch, replicated(mesh))
     train_cfg = cfg.train
     steps = train_cfg.steps
 
     ckpt = Checkpointer(ckpt_dir, keep=train_cfg.keep_checkpoints)
+    if _process_count() > 1:
+        try:
+            ckpt.open_for_writing()
+        except CheckpointError as e:
+            raise RunError(f"writing the run directory {run_dir} failed: {e}") from None
 
     def save(s: Any) -> None:
         if int(s.step) not in ckpt.all_steps():
@@ -717,8 +873,9 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
                 state=state,
                 chunk_size=_chunk_size(train_cfg, val_batch is not None),
                 callback=on_chunk,
-                progress=not args.quiet and sys.stderr.isatty(),
+                progress=not console.quiet and sys.stderr.isatty(),
                 trace_params=trace,
+                devices=1 if mesh is None else list(mesh.devices.flat),
             )
             state = result.state
     except TrainingDivergedError as e:
@@ -747,20 +904,28 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
         ckpt.close()
         raise RunError(f"writing the run directory {run_dir} failed: {e}") from None
     ckpt.close()
+    if not primary:
+        return EXIT_OK
 
+    devices = _devices(state.params)
+    params = state.params
+    if mesh is not None:  # one local copy of the replicated parameters for the reports
+        from mlgrad.training.parallel import host_values
+
+        params = host_values(params)
     try:
-        metrics = _final_metrics(model, state.params, data)
+        metrics = _final_metrics(model, params, data)
         summary = {
             "name": cfg.name,
             "config": str(args.config),
             "steps": int(state.step),
             "metrics": metrics,
-            **model.report(state.params),
+            **model.report(params),
             "wall_time_s": round(time.perf_counter() - t0, 3),
             "devices": [
-                {"platform": d.platform, "device_kind": d.device_kind, "id": d.id}
-                for d in _devices(state.params)
+                {"platform": d.platform, "device_kind": d.device_kind, "id": d.id} for d in devices
             ],
+            "processes": _process_count(),
             "resumed_from_step": start if resuming else None,
             "data": data.source,
             "run_dir": str(run_dir),
@@ -770,7 +935,7 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
         _write_atomic(run_dir / "summary.json", _json(summary))
         figures = []
         if not args.no_plots:
-            figures = _plots(setup, state.params, result, run_dir, log.records, console)
+            figures = _plots(setup, params, result, run_dir, log.records, console)
     except OSError as e:
         raise RunError(f"writing the run directory {run_dir} failed: {e}") from None
     if figures:

@@ -108,6 +108,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 10
+    # Where to train: "auto" (every device JAX sees; data parallel when there are several) or
+    # a number N (the first N devices). Any: a str-or-int union that OmegaConf can hold.
+    devices: Any = "auto"
 
 
 @dataclasses.dataclass
@@ -133,6 +136,11 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("train.checkpoint_every", lambda v: v > 0, "an integer > 0"),
     ("train.keep_checkpoints", lambda v: v > 0, "an integer > 0"),
     ("train.log_every", lambda v: v > 0, "an integer > 0"),
+    (
+        "train.devices",
+        lambda v: v == "auto" or (type(v) is int and v > 0),
+        "auto (every device) or a number of devices > 0",
+    ),
 )
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")

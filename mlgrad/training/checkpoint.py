@@ -199,6 +199,22 @@ class Checkpointer:
             self._writable = write
         return self._manager
 
+    def open_for_writing(self) -> Checkpointer:
+        """Opens the directory for saves now (creating it) rather than at the first save.
+
+        With several processes every one must make the same orbax calls in the same order
+        (each call synchronises them); opening the writer up front, on every process, keeps
+        the calls that follow (listing steps, saving) the same everywhere, whatever each
+        process happens to find on disk first. Returns ``self``.
+        """
+        try:
+            self._open(write=True)
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot create the checkpoint directory {self.directory}: {e}"
+            ) from e
+        return self
+
     def all_steps(self) -> list[int]:
         """The steps of the complete checkpoints, ascending."""
         manager = self._open(write=False)

@@ -26,7 +26,15 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["DATA_AXIS", "Devices", "batch_sharding", "data_mesh", "place", "replicated"]
+__all__ = [
+    "DATA_AXIS",
+    "Devices",
+    "batch_sharding",
+    "data_mesh",
+    "host_values",
+    "place",
+    "replicated",
+]
 
 #: The name of the mesh axis the examples of a batch are split along.
 DATA_AXIS = "data"
@@ -107,7 +115,14 @@ def place(tree: Any, sharding: NamedSharding) -> Any:
     """
     if sharding.is_fully_addressable:
         return jax.device_put(tree, sharding)
-    return jax.device_put(jax.tree.map(_host_value, tree), sharding)
+    return jax.device_put(host_values(tree), sharding)
+
+
+def host_values(tree: Any) -> Any:
+    """The values of ``tree`` as NumPy arrays on this host; an array replicated across
+    processes is read from one of this process's copies (``np.asarray`` alone refuses arrays
+    that span other processes)."""
+    return jax.tree.map(_host_value, tree)
 
 
 def _host_value(x: Any) -> Any:
