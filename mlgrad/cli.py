@@ -435,7 +435,13 @@ def _devices(tree: Any) -> list[Any]:
 
 
 def _describe_devices(devices: Sequence[Any]) -> str:
-    return ", ".join(f"{d} ({d.device_kind})" for d in devices)
+    """``cpu:0 (cpu)``; several devices grouped by kind: ``4 x NVIDIA H100: cuda:0, ...``."""
+    if len(devices) == 1:
+        return f"{devices[0]} ({devices[0].device_kind})"
+    kinds: dict[str, list[str]] = {}
+    for d in devices:
+        kinds.setdefault(d.device_kind, []).append(str(d))
+    return "; ".join(f"{len(names)} x {kind}: {', '.join(names)}" for kind, names in kinds.items())
 
 
 def _env_int(name: str) -> int | None:
