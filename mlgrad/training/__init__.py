@@ -2,10 +2,12 @@
 
 ``fit`` runs gradient descent (full-batch or shuffled mini-batch) as compiled ``lax.scan``
 chunks; ``TrainState`` is everything needed to continue a run; ``checkpoint`` saves and
-restores it atomically with orbax.
+restores it atomically with orbax; ``sweep`` trains seeds x learning rates as one vmapped
+program; ``parallel`` holds the data-parallel mesh ``fit`` trains on when JAX sees several
+devices (``fit(..., devices=...)``).
 """
 
-from mlgrad.training import checkpoint
+from mlgrad.training import checkpoint, parallel
 from mlgrad.training.checkpoint import Checkpointer, CheckpointError
 from mlgrad.training.fit import FitResult, TrainingDivergedError, TrainState, fit
 from mlgrad.training.sweep import SweepResult, sweep
@@ -19,5 +21,6 @@ __all__ = [
     "TrainingDivergedError",
     "checkpoint",
     "fit",
+    "parallel",
     "sweep",
 ]

@@ -39,6 +39,12 @@ Design notes:
   That batch's loss is evaluated per example (``jax.vmap`` over batches of size 1) and
   averaged over the real examples only; on CPU a ``lax.cond`` gives the full batches to
   ``loss_fn`` itself.
+* **Data parallel through JAX's sharding.** With several devices (``devices="auto"``, the
+  default, on a machine with more than one) the data, state and every batch carry
+  ``NamedSharding`` s of a one-axis mesh ``("data",)`` (:mod:`mlgrad.training.parallel`): the
+  batch is split along its examples, the state replicated, and XLA partitions the same
+  program (no hand-written communication). A batch that does not divide evenly gets padded,
+  masked slots, like a ragged last batch. With one device nothing changes.
 * **Divergence found after the chunk, recovered by replay.** The host checks the chunk's
   losses and status; only when something is not finite does it replay the chunk from its
   first state (which it still holds) for exactly the steps before the failing one (a
