@@ -4,6 +4,7 @@
 
     mlgrad train CONFIG [key=value ...] [--out DIR] [--resume] [--dry-run] [--quiet]
     mlgrad eval RUN_DIR [--json]
+    mlgrad sweep CONFIG [key=v1,v2,... ...] [--out DIR] [--dry-run] [--quiet]  (mlgrad.sweep_cli)
 
 Exit codes: 0 success; 2 a usage, config or data error (reported before anything is written);
 1 a failure during training (divergence, a disk error); 130 interrupted.
@@ -58,7 +59,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-COMMANDS = ("train", "eval")
+COMMANDS = ("train", "eval", "sweep")
 
 #: Progress-bar updates per run: chunks are about steps / this long (see _chunk_size).
 CHUNKS_PER_RUN = 50
@@ -109,6 +110,9 @@ def _main_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("train", help="train a model from a config into a run directory")
     sub.add_parser("eval", help="report the metrics of a saved run from its latest checkpoint")
+    sub.add_parser(
+        "sweep", help="train every combination of config values (seeds x learning rates vmapped)"
+    )
     return parser
 
 
@@ -200,7 +204,11 @@ def _parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
     if command not in COMMANDS:
         match = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f"; did you mean '{match[0]}'?" if match else ""
-        top.error(f"unknown command {command!r}{hint} (choose from train, eval)")
+        top.error(f"unknown command {command!r}{hint} (choose from {', '.join(COMMANDS)})")
+    if command == "sweep":
+        from mlgrad.sweep_cli import sweep_parser
+
+        return command, sweep_parser().parse_intermixed_args(argv[1:])
     parser = _train_parser() if command == "train" else _eval_parser()
     return command, parser.parse_intermixed_args(argv[1:])
 
@@ -1056,6 +1064,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     debug = bool(os.environ.get("MLGRAD_DEBUG"))
     try:
+        if command == "sweep":
+            from mlgrad.sweep_cli import sweep_command
+
+            return sweep_command(args)
         return train(args) if command == "train" else evaluate(args)
     except (ConfigError, DataError, UsageError) as e:
         _error(str(e))
@@ -1064,6 +1076,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(e))
         return EXIT_FAILURE
     except KeyboardInterrupt:
+        if command == "sweep":
+            _error("interrupted; the sweep wrote nothing (its results are written at the end)")
+            return EXIT_INTERRUPTED
         _error("interrupted; continue with: mlgrad train CONFIG --out RUN_DIR --resume")
         return EXIT_INTERRUPTED
     except Exception as e:
