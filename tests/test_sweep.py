@@ -115,6 +115,34 @@ def each_run_equals_fit_alone(optimizer_fn, kwargs, batch_size):
         assert rel_err(result.final_losses[i], loss(params, data)) <= 1e-6
 
 
+def test_repeated_seeds_are_legal_and_give_identical_runs():
+    """The epoch orders are drawn per listed seed and shared by that seed's learning rates; a
+    seed listed twice repeats its runs (bit for bit), each equal to fit alone."""
+    with jax.enable_x64(True):
+        data = (jnp.asarray(X, jnp.float64), jnp.asarray(Y, jnp.float64))
+        lrs = [0.02, 0.1]
+        seeds = [5, 3, 5]
+        result = sweep(
+            loss,
+            init,
+            data,
+            optimizer_fn=optax.sgd,
+            learning_rates=lrs,
+            seeds=seeds,
+            steps=STEPS,
+            batch_size=7,
+        )
+        assert result.seeds.tolist() == [5, 5, 3, 3, 5, 5]
+        np.testing.assert_array_equal(result.learning_rates, lrs * 3)
+        np.testing.assert_array_equal(result.histories[:2], result.histories[4:])
+        for leaf in jax.tree.leaves(result.params):
+            np.testing.assert_array_equal(np.asarray(leaf)[:2], np.asarray(leaf)[4:])
+        assert not np.array_equal(result.histories[0], result.histories[2])  # other orders
+        for i, (seed, lr) in enumerate(zip(result.seeds, result.learning_rates, strict=True)):
+            alone = solo(int(seed), float(lr), batch_size=7, data=data)
+            assert_run_matches(result, i, alone)
+
+
 def test_converged_runs_reach_the_least_squares_solution():
     result = sweep(
         loss,
@@ -142,9 +170,13 @@ def test_one_compiled_program_per_shape():
     kw = dict(optimizer_fn=optax.sgd, steps=20, batch_size=7)
     sweep(loss, counting_init, DATA, learning_rates=[0.1, 0.2, 0.3], seeds=[0, 1], **kw)
     assert (len(traces), _sweep_program._cache_size() - before) == (1, 1)
-    # Other values on a grid of the same size: the same program.
-    sweep(loss, counting_init, DATA, learning_rates=[0.5, 0.05], seeds=[4, 5, 6], **kw)
+    # Other values, the same numbers of seeds and learning rates: the same program.
+    sweep(loss, counting_init, DATA, learning_rates=[0.5, 0.05, 1.0], seeds=[4, 6], **kw)
     assert (len(traces), _sweep_program._cache_size() - before) == (1, 1)
+    # The program's shapes are (seeds, learning rates), not their product: the transposed
+    # grid of 3 seeds x 2 learning rates is another program.
+    sweep(loss, counting_init, DATA, learning_rates=[0.5, 0.05], seeds=[4, 5, 6], **kw)
+    assert (len(traces), _sweep_program._cache_size() - before) == (2, 2)
 
 
 def test_diverging_learning_rate_is_reported_and_does_not_poison_the_others():

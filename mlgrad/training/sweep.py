@@ -9,19 +9,33 @@ Run ``i`` of a sweep is exactly the run ``fit`` would do alone:
 
 (the key convention of ``mlgrad train``), with the optimizer built by
 ``optax.inject_hyperparams(optimizer_fn)`` so that the learning rate ``eta_i`` is an array in
-run ``i``'s optimizer state. The runs share one program: initialisation, the epoch orders of
-the mini-batches and the training loop are ``jax.vmap``-ed over the run axis, and the loop is
-``fit``'s own compiled chunk (:func:`mlgrad.training.fit._run_chunk`), so a sweep trains
-with the same step, batching plan and padded-and-masked ragged batches as ``fit``.
+run ``i``'s optimizer state. The runs share one program: the training loop is ``jax.vmap``-ed
+over the run axis, and it is ``fit``'s own compiled chunk
+(:func:`mlgrad.training.fit._run_chunk`), so a sweep trains with the same step, batching plan
+and padded-and-masked ragged batches as ``fit``. What depends only on the seed (the initial
+params and the epoch orders of the mini-batches) is computed once per seed.
+
+How equal to ``fit`` (2026-11-27, ``benchmarks/sweep.py``, 64 runs of the ice-cream
+regression and of the logistic unit): with mini-batches every run gathers its own batches,
+and its losses and params are bit-identical to the solo run's in float32 and float64. With
+full batches the runs share the data, and XLA computes all runs' gradients, or the mean of
+the per-example losses, as one product or reduction whose sums round differently from the
+solo program's in the last bit. A float32 trajectory can then be 1 ulp away for some steps:
+ice cream, final params identical, loss history within 1.5e-6 relative (21 float32 ulps of a
+loss of 0.003 at step 11 of the run at lr = 0.9); logistic unit, params within 3.9e-7
+normwise, history within 5.2e-7. In float64 all of these are below 1e-14.
 
 Runs are independent under ``vmap``: a run whose loss or state becomes NaN or infinite does
 not touch the others; it is reported as diverged (final loss NaN) instead of raising.
 
-Limits (for now): the whole sweep is one chunk, so with mini-batches the epoch orders of every
-run are drawn up front (``runs x epochs x n`` int32 entries; 64 runs of 10,000 steps on the
-1,437 digits in batches of 128 take about 0.4 GB), and drawing them is ``runs`` times the
-shuffling work of one run (a sort per epoch: on a CPU it dominates small mini-batch sweeps).
-Shapes must agree across runs: only seeds and learning rates are swept.
+Limits (for now): the whole sweep is one chunk, so with mini-batches the epoch orders are
+drawn up front, once per seed (``seeds`` times one run's shuffling, a sort per epoch), and
+then repeated for every run (``runs x epochs x n`` int32 entries, so that each run gathers
+its own batches with ``fit``'s ``_run_chunk``): 8 seeds x 8 learning rates of 10,000 steps on
+the 1,437 digits in batches of 128 take 456 MB of temporary memory (XLA's count: 403 MB of
+orders for the runs and 50 MB for the seeds; 52 MB if ``_run_chunk`` could read a run's rows
+of the seeds' orders). Shapes must agree across runs: only seeds and learning rates are
+swept; the compiled program depends on the numbers of seeds and of learning rates.
 """
 
 from __future__ import annotations
@@ -29,7 +43,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import itertools
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -139,13 +152,29 @@ def _sweep_program(
     plan: _Batching | None,
     steps: int,
 ) -> tuple[PyTree, optax.OptState, jax.Array]:
-    """Every run of the sweep, vmapped over the run axis: the final params and optimizer
-    states, and a buffer ``(runs, steps + 2)`` per run: ``fit``'s chunk buffer (the status of
-    the final state, 0 or NaN, then the losses) and the full-data loss at the final params."""
+    """Every run of the seed-major grid ``seeds x learning_rates`` (``S`` seeds, ``L``
+    learning rates, ``R = S * L`` runs): the final params and optimizer states (leading run
+    axis ``R``), and a buffer ``(R, steps + 2)`` per run: ``fit``'s chunk buffer (the status
+    of the final state, 0 or NaN, then the losses) and the full-data loss at the final params.
+
+    What depends only on the seed is computed once per seed and repeated for its ``L`` runs:
+    the initial params and, with mini-batches, the epoch orders (drawing them is the costly
+    part: ``S`` instead of ``R`` times one run's shuffling). The training loop is a ``vmap``
+    over the ``R`` runs in which every run gathers its own batch, as ``fit`` does: with
+    per-run batches XLA computes each run's loss and gradient with the solo run's arithmetic
+    (bit-identical to ``fit`` in the tests and the benchmark's mini-batch sweeps). A ``vmap``
+    over the seeds around one over the learning rates would gather each batch once per seed,
+    but XLA then contracts the shared batch with every run's residuals in one matrix product,
+    whose different summation order mini-batch SGD amplifies (float32 losses 1e-6 to 1 apart
+    from the solo runs in the benchmark's sweeps, 2026-11-27) at no gain in time.
+    """
+    num_seeds, num_lrs = seeds.shape[0], learning_rates.shape[0]
     keys = jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s)))(seeds)
     init_keys, train_keys = keys[:, 0], keys[:, 1]
-    params = jax.vmap(init_fn)(init_keys)
-    opt_state = jax.vmap(lambda p, lr: optimizer.build(lr).init(p))(params, learning_rates)
+    per_run = functools.partial(jnp.repeat, repeats=num_lrs, axis=0)  # seed-major grid
+    params = jax.tree.map(per_run, jax.vmap(init_fn)(init_keys))
+    run_lrs = jnp.tile(learning_rates, num_seeds)
+    opt_state = jax.vmap(lambda p, lr: optimizer.build(lr).init(p))(params, run_lrs)
     # The update reads the learning rate from the state; the value given here is not used.
     transformation = optimizer.build(1.0)
     orders = None
@@ -154,7 +183,8 @@ def _sweep_program(
         count = _epochs_touched(steps, plan)
         orders = jax.vmap(
             lambda k: _epoch_orders(k, np.int32(0), np.int32(needed), plan=plan, count=count)
-        )(train_keys)
+        )(train_keys)  # (S, count, per_epoch * batch_size)
+        orders = per_run(orders)
     start = None if plan is None else jnp.zeros((), jnp.int32)
 
     def run(p: PyTree, s: optax.OptState, o: jax.Array | None) -> tuple:
@@ -181,7 +211,8 @@ def _sweep_program(
 
 
 def _grid(seeds: Sequence[int], learning_rates: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """The Cartesian product (seed-major) as two flat arrays, checked."""
+    """The seeds (int32) and the learning rates (float64) as arrays, checked. (A seed may
+    appear more than once: its runs are repeated.)"""
     try:
         seed_list = [operator.index(s) for s in seeds if not isinstance(s, bool)]
         if len(seed_list) != len(seeds):
@@ -203,26 +234,36 @@ def _grid(seeds: Sequence[int], learning_rates: Sequence[float]) -> tuple[np.nda
             f"sweep: learning_rates must be a non-empty list of finite numbers > 0, got "
             f"{learning_rates!r}."
         )
-    grid = list(itertools.product(seed_list, lr_list))
-    return np.array([s for s, _ in grid], np.int32), np.array([lr for _, lr in grid])
+    return np.array(seed_list, np.int32), np.array(lr_list, np.float64)
+
+
+def _grid_of(seeds: np.ndarray, learning_rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The seed and learning rate of each run of the seed-major grid
+    ``itertools.product(seeds, learning_rates)``."""
+    return np.repeat(seeds, len(learning_rates)), np.tile(learning_rates, len(seeds))
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_grid(seeds: tuple, learning_rates: tuple, dtype: Any) -> tuple:
-    """:func:`_grid` and its device arrays, kept: a repeated sweep (a benchmark, a notebook
-    cell) skips the checks and two host-to-device transfers (about 0.1 ms)."""
-    run_seeds, run_lrs = _grid(seeds, learning_rates)
-    return run_seeds, run_lrs, jnp.asarray(run_seeds), jnp.asarray(run_lrs, dtype)
+    """:func:`_grid_arrays`, kept: a repeated sweep (a benchmark, a notebook cell) skips the
+    checks and two host-to-device transfers (about 0.1 ms)."""
+    return _grid_arrays_uncached(seeds, learning_rates, dtype)
+
+
+def _grid_arrays_uncached(seeds: Sequence[int], learning_rates: Sequence[float], dtype: Any):
+    seed_arr, lr_arr = _grid(seeds, learning_rates)
+    run_seeds, run_lrs = _grid_of(seed_arr, lr_arr)
+    return run_seeds, run_lrs, jnp.asarray(seed_arr), jnp.asarray(lr_arr, dtype)
 
 
 def _grid_arrays(seeds: Sequence[int], learning_rates: Sequence[float], dtype: Any) -> tuple:
-    """(seeds, learning rates) per run on the host and on the device."""
+    """The seed and learning rate of each run (host arrays of the grid's ``R`` runs) and the
+    ``S`` seeds and ``L`` learning rates themselves (device arrays, the program's arguments)."""
     try:
         key = (tuple(seeds), tuple(learning_rates), np.dtype(dtype))
         hash(key)
     except TypeError:  # e.g. unhashable array elements
-        run_seeds, run_lrs = _grid(seeds, learning_rates)
-        return run_seeds, run_lrs, jnp.asarray(run_seeds), jnp.asarray(run_lrs, dtype)
+        return _grid_arrays_uncached(seeds, learning_rates, dtype)
     return _cached_grid(*key)
 
 
@@ -249,11 +290,13 @@ def sweep(
             optimizer=optimizer_fn(learning_rate=lr, **optimizer_kwargs))
 
     (the key convention of ``mlgrad train``), equal to it up to floating-point reassociation
-    of vmapped reductions (bit for bit in the tests' cases when the solo run's optimizer is
-    ``optax.inject_hyperparams(optimizer_fn)(learning_rate=lr, ...)``; with the plain
-    ``optimizer_fn(lr)`` XLA folds the constant learning rate into the step and rounds
-    differently: up to about 1e-5 relative after 200 float32 mini-batch steps at lr = 1, far
-    below 1e-6 in float64). The learning rate is a per-run array in the optimizer state
+    of vmapped reductions: bit for bit with mini-batches in the tests and the benchmark; with
+    full batches the runs' gradients are one matrix product that may round differently in
+    the last bit (see the module's notes). With the plain ``optimizer_fn(lr)`` instead of
+    ``optax.inject_hyperparams(optimizer_fn)(learning_rate=lr, ...)`` the solo run's XLA may
+    also fold the constant learning rate into the step and round differently: up to about
+    1e-5 relative after 200 float32 mini-batch steps at lr = 1, far below 1e-6 in float64.
+    The learning rate is a per-run array in the optimizer state
     (``optax.inject_hyperparams``). A run that becomes non-finite is reported in
     ``diverged`` with a NaN final loss; the other runs are unaffected.
 
