@@ -115,6 +115,38 @@ def each_run_equals_fit_alone(optimizer_fn, kwargs, batch_size):
         assert rel_err(result.final_losses[i], loss(params, data)) <= 1e-6
 
 
+def test_only_the_learning_rate_is_injected():
+    """The other optimizer arguments stay constants, as in ``optimizer_fn(...)``: an integer
+    one (lbfgs's memory size, a Python int it loops over) works, and the state holds only the
+    learning rate as a hyperparameter."""
+    with jax.enable_x64(True):
+        data = (jnp.asarray(X, jnp.float64), jnp.asarray(Y, jnp.float64))
+        kwargs = {"memory_size": 3}
+        result = sweep(
+            loss,
+            init,
+            data,
+            optimizer_fn=optax.lbfgs,
+            optimizer_kwargs=kwargs,
+            learning_rates=[0.5, 1.0],
+            seeds=[0],
+            steps=20,
+        )
+        assert set(result.opt_state.hyperparams) == {"learning_rate"}
+        for i, lr in enumerate([0.5, 1.0]):
+            init_key, key = jax.random.split(jax.random.PRNGKey(0))
+            alone = fit(
+                loss,
+                init(init_key),
+                data,
+                optimizer=optax.lbfgs(learning_rate=lr, **kwargs),
+                steps=20,
+                key=key,
+            )
+            np.testing.assert_allclose(result.histories[i], alone.history, rtol=1e-10)
+            np.testing.assert_allclose(np.asarray(result.params["w"])[i], alone.params["w"])
+
+
 def test_repeated_seeds_are_legal_and_give_identical_runs():
     """The epoch orders are drawn per listed seed and shared by that seed's learning rates; a
     seed listed twice repeats its runs (bit for bit), each equal to fit alone."""

@@ -133,8 +133,13 @@ class _Optimizer(NamedTuple):
     kwargs: tuple[tuple[str, Any], ...]
 
     def build(self, learning_rate: Any) -> optax.GradientTransformation:
-        """``optax.inject_hyperparams(fn)(learning_rate=..., **kwargs)``."""
-        return optax.inject_hyperparams(self.fn)(learning_rate=learning_rate, **dict(self.kwargs))
+        """``fn(learning_rate=..., **kwargs)`` with only the learning rate injected into the
+        state (``optax.inject_hyperparams``): the other arguments stay the Python constants
+        they are in ``fn(...)`` (integers such as ``memory_size`` must)."""
+        static = tuple(name for name, _ in self.kwargs)
+        return optax.inject_hyperparams(self.fn, static_args=static)(
+            learning_rate=learning_rate, **dict(self.kwargs)
+        )
 
 
 @functools.partial(
@@ -211,7 +216,8 @@ def _sweep_program(
 
 
 def _grid(seeds: Sequence[int], learning_rates: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """The seeds (int32) and the learning rates (float64) as arrays, checked. (A seed may
+    """The seeds (uint32: ``PRNGKey`` of a traced uint32 seed is the key of the same Python
+    int, up to 2**32 - 1) and the learning rates (float64) as arrays, checked. (A seed may
     appear more than once: its runs are repeated.)"""
     try:
         seed_list = [operator.index(s) for s in seeds if not isinstance(s, bool)]
@@ -219,9 +225,9 @@ def _grid(seeds: Sequence[int], learning_rates: Sequence[float]) -> tuple[np.nda
             raise TypeError
     except TypeError:
         raise TypeError(f"sweep: seeds must be a sequence of ints, got {seeds!r}.") from None
-    if not seed_list or not all(0 <= s < 2**31 for s in seed_list):
+    if not seed_list or not all(0 <= s < 2**32 for s in seed_list):
         raise ValueError(
-            f"sweep: seeds must be a non-empty list of ints in [0, 2**31), got {seeds!r}."
+            f"sweep: seeds must be a non-empty list of ints in [0, 2**32), got {seeds!r}."
         )
     try:
         lr_list = [float(lr) for lr in learning_rates]
@@ -234,7 +240,7 @@ def _grid(seeds: Sequence[int], learning_rates: Sequence[float]) -> tuple[np.nda
             f"sweep: learning_rates must be a non-empty list of finite numbers > 0, got "
             f"{learning_rates!r}."
         )
-    return np.array(seed_list, np.int32), np.array(lr_list, np.float64)
+    return np.array(seed_list, np.uint32), np.array(lr_list, np.float64)
 
 
 def _grid_of(seeds: np.ndarray, learning_rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -308,11 +314,12 @@ def sweep(
       optimizer_fn: an optax optimizer function taking ``learning_rate`` (e.g. ``optax.sgd``).
         Keep the same function (and ``loss_fn``, ``init_fn``) to reuse the compiled program.
       learning_rates: the learning rates to sweep (numbers > 0).
-      seeds: the seeds to sweep (ints in ``[0, 2**31)``).
+      seeds: the seeds to sweep (ints in ``[0, 2**32)``, as ``mlgrad train`` takes).
       steps: optimizer steps per run (>= 1).
       batch_size: examples per step; None (or ``>= n``) for full-batch gradient descent.
       optimizer_kwargs: other keyword arguments of ``optimizer_fn`` (hashable values, e.g.
-        ``{"momentum": 0.9}``), the same for every run.
+        ``{"momentum": 0.9}``), the same for every run; constants of the program, as in
+        ``optimizer_fn(...)`` (only the learning rate is injected into the state).
 
     Returns:
       A :class:`SweepResult` with ``len(seeds) * len(learning_rates)`` runs.
