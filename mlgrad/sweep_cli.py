@@ -22,9 +22,8 @@ rate injected into the optimizer state with ``optax.inject_hyperparams``); the o
 other arguments stay compile-time constants, as in ``mlgrad train``. Any other swept key
 (layer sizes, features, the optimizer's name or momentum, the batch size) makes one group per
 value, trained one group after the other. A learning-rate schedule (a mapping) is part of its
-group: its seeds still share one program. A group that cannot be vmapped (a seed of 2**31 or
-more, or an optimizer that fails under ``inject_hyperparams``) falls back to one
-``mlgrad.fit`` per run, with a note.
+group: its seeds still share one program. A group that cannot be vmapped (an optimizer that
+fails under ``inject_hyperparams``) falls back to one ``mlgrad.fit`` per run, with a note.
 
 The run directory (``runs/<name>-sweep-<UTC timestamp>/`` or exactly ``--out DIR``, which
 must be new or empty) gets, once every run is done:
@@ -92,8 +91,6 @@ from mlgrad.cli import (
 
 __all__ = ["Axis", "parse_axes", "split_values", "sweep_command", "sweep_parser"]
 
-#: Seeds must fit an int32 to be vmapped (mlgrad.training.sweep); larger ones run one by one.
-MAX_VMAP_SEED = 2**31 - 1
 SEED, LR = "seed", "optimizer.learning_rate"
 
 
@@ -423,9 +420,6 @@ def _why_not_vmapped(group: Group, optimizer_fn: Any) -> str:
     import jax
     import optax
 
-    big = sorted({r.seed for r in group.runs if r.seed > MAX_VMAP_SEED})
-    if big:
-        return f"seed {big[0]} is 2**31 or more; a vmapped sweep takes int32 seeds"
     x, y = _batch(group.data.train)
     loss = group.model.loss
 
