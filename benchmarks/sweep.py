@@ -185,7 +185,9 @@ class Setup:
                 lr: self.optimizer_fn(learning_rate=lr, **kwargs) for lr in self.learning_rates
             },
             "inject_hyperparams": {
-                lr: optax.inject_hyperparams(self.optimizer_fn)(learning_rate=lr, **kwargs)
+                lr: optax.inject_hyperparams(self.optimizer_fn, static_args=tuple(kwargs))(
+                    learning_rate=lr, **kwargs
+                )
                 for lr in self.learning_rates
             },
         }

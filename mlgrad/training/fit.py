@@ -288,12 +288,15 @@ def _batch(
     step: jax.Array,
     first_epoch: jax.Array,
     plan: _Batching,
+    offset: jax.Array | None = None,
 ) -> tuple[tuple[jax.Array, ...], jax.Array | None]:
     """The examples of ``step`` (and the mask of real examples when batches are ragged or
-    padded to ``plan.width`` slots)."""
+    padded to ``plan.width`` slots). The epoch's order is row ``epoch - first_epoch`` of
+    ``orders``, after ``offset`` rows when given (a sweep's runs index one shared stack)."""
     epoch, slot = jnp.divmod(step, plan.per_epoch)
     start = slot * plan.batch_size
-    idx = jax.lax.dynamic_slice(orders[epoch - first_epoch], (start,), (plan.batch_size,))
+    row = epoch - first_epoch if offset is None else offset + epoch - first_epoch
+    idx = jax.lax.dynamic_slice(orders, (row, start), (1, plan.batch_size))[0]
     position = np.arange(plan.width)
     if plan.width > plan.batch_size:  # padding slots repeat the batch's own examples
         idx = idx[position % plan.batch_size]
@@ -373,6 +376,7 @@ def _run_chunk(
     trace: bool,
     mesh: Mesh | None = None,
     real: int | None = None,
+    orders_offset: jax.Array | None = None,
 ) -> tuple[PyTree, optax.OptState, jax.Array, PyTree | None]:
     """``length`` optimizer steps (or ``count < length`` of them) from the state after
     ``step`` steps, as one compiled loop; ``opt_state=None`` initialises the optimizer first
@@ -387,8 +391,9 @@ def _run_chunk(
 
     ``arrays`` are the data's distinct arrays (``layout`` rebuilds the data pytree);
     ``orders`` the epoch orders of :func:`_epoch_orders` from the epoch of ``step`` (None
-    for full batches). ``step`` only places mini-batches (None with full batches) and the
-    PRNG key is not an argument: the caller keeps both.
+    for full batches), its epochs from row ``orders_offset`` on when given (a sweep's runs
+    share one stack of their seeds' orders). ``step`` only places mini-batches (None with
+    full batches) and the PRNG key is not an argument: the caller keeps both.
 
     Data parallel (``mesh``, a one-axis mesh ``("data",)``): every batch is constrained to be
     split along its examples across the mesh's devices and the state to be replicated; XLA
@@ -422,7 +427,7 @@ def _run_chunk(
             mask = None if real is None or real == rows else np.arange(rows) < real
             batch = arrays
         else:
-            batch, mask = _batch(arrays, orders, step + i, first_epoch, plan)
+            batch, mask = _batch(arrays, orders, step + i, first_epoch, plan, orders_offset)
         batch, mask = constrain((batch, mask), PartitionSpec(DATA_AXIS))
         return layout.build(batch), mask
 

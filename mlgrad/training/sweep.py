@@ -30,12 +30,12 @@ not touch the others; it is reported as diverged (final loss NaN) instead of rai
 
 Limits (for now): the whole sweep is one chunk, so with mini-batches the epoch orders are
 drawn up front, once per seed (``seeds`` times one run's shuffling, a sort per epoch), and
-then repeated for every run (``runs x epochs x n`` int32 entries, so that each run gathers
-its own batches with ``fit``'s ``_run_chunk``): 8 seeds x 8 learning rates of 10,000 steps on
-the 1,437 digits in batches of 128 take 456 MB of temporary memory (XLA's count: 403 MB of
-orders for the runs and 50 MB for the seeds; 52 MB if ``_run_chunk`` could read a run's rows
-of the seeds' orders). Shapes must agree across runs: only seeds and learning rates are
-swept; the compiled program depends on the numbers of seeds and of learning rates.
+kept in one stack (``seeds x epochs x n`` int32 entries) from which each run gathers its own
+batches (``fit``'s ``_run_chunk`` with ``orders_offset``, the first row of the run's seed):
+8 seeds x 8 learning rates of the autoencoder, 10,000 steps on the 1,437 digits in batches of
+128, take 97 MB of temporary memory (XLA's count; 50 MB of it the orders; 456 MB when every
+run held a copy of its seed's orders). Shapes must agree across runs: only seeds and learning
+rates are swept; the compiled program depends on the numbers of seeds and of learning rates.
 """
 
 from __future__ import annotations
@@ -162,9 +162,10 @@ def _sweep_program(
     axis ``R``), and a buffer ``(R, steps + 2)`` per run: ``fit``'s chunk buffer (the status
     of the final state, 0 or NaN, then the losses) and the full-data loss at the final params.
 
-    What depends only on the seed is computed once per seed and repeated for its ``L`` runs:
-    the initial params and, with mini-batches, the epoch orders (drawing them is the costly
-    part: ``S`` instead of ``R`` times one run's shuffling). The training loop is a ``vmap``
+    What depends only on the seed is computed once per seed: the initial params (repeated
+    for its ``L`` runs) and, with mini-batches, the epoch orders (drawing them is the costly
+    part: ``S`` instead of ``R`` times one run's shuffling; one shared stack, each run reading
+    its seed's rows). The training loop is a ``vmap``
     over the ``R`` runs in which every run gathers its own batch, as ``fit`` does: with
     per-run batches XLA computes each run's loss and gradient with the solo run's arithmetic
     (bit-identical to ``fit`` in the tests and the benchmark's mini-batch sweeps). A ``vmap``
@@ -182,23 +183,25 @@ def _sweep_program(
     opt_state = jax.vmap(lambda p, lr: optimizer.build(lr).init(p))(params, run_lrs)
     # The update reads the learning rate from the state; the value given here is not used.
     transformation = optimizer.build(1.0)
-    orders = None
+    orders = offsets = None
     if plan is not None:
         needed = (steps - 1) // plan.per_epoch + 1
         count = _epochs_touched(steps, plan)
         orders = jax.vmap(
             lambda k: _epoch_orders(k, np.int32(0), np.int32(needed), plan=plan, count=count)
         )(train_keys)  # (S, count, per_epoch * batch_size)
-        orders = per_run(orders)
+        # One stack of the seeds' orders, shared (not batched); run r reads its seed's rows.
+        orders = orders.reshape(num_seeds * count, -1)
+        offsets = per_run(jnp.arange(num_seeds, dtype=jnp.int32) * count)
     start = None if plan is None else jnp.zeros((), jnp.int32)
 
-    def run(p: PyTree, s: optax.OptState, o: jax.Array | None) -> tuple:
+    def run(p: PyTree, s: optax.OptState, offset: jax.Array | None) -> tuple:
         p, s, buffer, _ = _run_chunk(
             p,
             s,
             start,
             arrays,
-            o,
+            orders,
             None,
             layout=layout,
             loss_fn=loss_fn,
@@ -206,10 +209,11 @@ def _sweep_program(
             plan=plan,
             length=steps,
             trace=False,
+            orders_offset=offset,
         )
         return p, s, buffer
 
-    params, opt_state, buffers = jax.vmap(run)(params, opt_state, orders)
+    params, opt_state, buffers = jax.vmap(run)(params, opt_state, offsets)
     data = layout.build(arrays)
     final = jax.vmap(lambda p: _objective(p, data, None, loss_fn)[0])(params)
     return params, opt_state, jnp.concatenate([buffers, final[:, None]], axis=1)
