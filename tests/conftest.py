@@ -1,4 +1,4 @@
-"""Shared test helpers: an independent NumPy reference for derivatives.
+"""Shared test helpers: an independent NumPy reference for derivatives, and the CLI runner.
 
 The reference never calls mlgrad or JAX: each test function has a JAX form (what mlgrad
 differentiates) and a NumPy twin (what the finite differences below differentiate, in
@@ -8,6 +8,7 @@ float64 with a central stencil).
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -59,3 +60,35 @@ def fd_hessian(f_np, x: np.ndarray, h: float = 1e-4) -> np.ndarray:
                 f(flat + ei + ej) - f(flat + ei - ej) - f(flat - ei + ej) + f(flat - ei - ej)
             ) / (4 * h * h)
     return hess.reshape(x.shape + x.shape)
+
+
+class CliResult(NamedTuple):
+    """What one in-process `mlgrad ...` call gave: exit code, stdout, stderr."""
+
+    code: int
+    out: str
+    err: str
+
+    def assert_user_error(self) -> None:
+        """Exit 2 with one `error:` (or argparse `usage:`) paragraph and no traceback."""
+        assert self.code == 2, self
+        assert self.err.startswith(("error: ", "usage: ")), self.err
+        assert "Traceback" not in self.err + self.out
+        assert self.err.count("error:") == 1, self.err
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Runs `mlgrad ARGS` in-process with the current directory an empty tmp_path/work."""
+    from mlgrad.cli import main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+    def run(*argv: object) -> CliResult:
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run

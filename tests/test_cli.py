@@ -12,13 +12,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import numpy as np
 import pytest
 
-from mlgrad.cli import _initial_state, _prepare, main
+from mlgrad.cli import _initial_state, _prepare
 from mlgrad.data import load
 from mlgrad.training.checkpoint import all_steps, restore
 
@@ -33,36 +32,8 @@ LOGISTIC = CONFIGS / "logistic.yaml"
 pytestmark = pytest.mark.usefixtures("cache_dir")
 
 
-class Result(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    """Runs `mlgrad ARGS` in-process with the current directory an empty tmp_path/work."""
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-
-    def run(*argv: object) -> Result:
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
-
-
 def _listing(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
-
-
-def _assert_user_error(res: Result) -> None:
-    assert res.code == 2, res
-    assert res.err.startswith("error: ") or res.err.startswith("usage: "), res.err
-    assert "Traceback" not in res.err + res.out
-    assert res.err.count("error:") == 1, res.err
 
 
 def _state(run_dir: Path, step: int | None = None):
@@ -113,7 +84,7 @@ BAD_CONFIGS = [
 )
 def test_bad_config_exits_2_names_key_writes_nothing(cli, overrides, key, hint):
     res = cli("train", LR, *overrides)
-    _assert_user_error(res)
+    res.assert_user_error()
     assert f"`{key}`" in res.err
     assert hint.lower() in res.err.lower()
     assert _listing(Path.cwd()) == []  # no runs/ directory, nothing at all
@@ -139,7 +110,7 @@ def test_bad_config_file_exits_2(cli, tmp_path, content, fragment):
     elif content is not None:
         path.write_text(content)
     res = cli("train", path)
-    _assert_user_error(res)
+    res.assert_user_error()
     assert fragment in res.err and str(path) in res.err
     assert _listing(Path.cwd()) == []
 
@@ -179,7 +150,7 @@ def test_output_path_under_a_regular_file_exits_2(cli):
     Path("afile").write_text("x")
     for out in ("afile/run", "afile"):
         res = cli("train", LR, "--out", out)
-        _assert_user_error(res)
+        res.assert_user_error()
         assert "afile" in res.err
     assert _listing(Path.cwd()) == ["afile"]
 
@@ -188,7 +159,7 @@ def test_non_empty_out_refused_without_resume(cli):
     Path("taken").mkdir()
     Path("taken/notes.txt").write_text("mine")
     res = cli("train", LR, "--out", "taken")
-    _assert_user_error(res)
+    res.assert_user_error()
     assert "not empty" in res.err and "--resume" in res.err
     assert _listing(Path.cwd()) == ["taken", "taken/notes.txt"]
 
@@ -281,12 +252,12 @@ def test_classifier_summary_metrics_and_eval(cli):
 
 def test_eval_without_checkpoint_exits_2(cli):
     Path("empty").mkdir()
-    _assert_user_error(cli("eval", "empty"))
+    cli("eval", "empty").assert_user_error()
     res = cli("train", LR, "train.steps=2", "--out", "r", "--no-plots", "-q")
     assert res.code == 0
     shutil.rmtree("r/checkpoints")
     res = cli("eval", "r")
-    _assert_user_error(res)
+    res.assert_user_error()
     assert "no complete checkpoint" in res.err
 
 
@@ -325,11 +296,11 @@ def test_resume_refuses_a_changed_key(cli):
     res = cli(
         "train", LR, "train.steps=20", "optimizer.learning_rate=0.05", "--out", "r", "--resume"
     )
-    _assert_user_error(res)
+    res.assert_user_error()
     assert "`optimizer.learning_rate`" in res.err and "0.1" in res.err and "0.05" in res.err
     assert {p: p.read_bytes() for p in Path("r").rglob("*") if p.is_file()} == before
     res = cli("train", LR, "train.steps=5", "--out", "r", "--resume")
-    _assert_user_error(res)
+    res.assert_user_error()
     assert "already at step 10" in res.err
 
 

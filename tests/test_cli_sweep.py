@@ -13,12 +13,10 @@ import itertools
 import json
 import math
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
 
-from mlgrad.cli import main
 from mlgrad.config import load_config
 from mlgrad.sweep_cli import parse_axes, plan, split_values
 
@@ -35,27 +33,6 @@ pytestmark = pytest.mark.usefixtures("cache_dir")
 # float32 training: the sweep injects the learning rate into the optimizer state, `mlgrad
 # train` folds it into the program as a constant; the roundings differ slightly.
 RTOL = 1e-5
-
-
-class Result(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    """Runs `mlgrad ARGS` in-process with the current directory an empty tmp_path/work."""
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-
-    def run(*argv: object) -> Result:
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
 
 
 @pytest.fixture
@@ -86,13 +63,6 @@ def _train_metrics(cli, config: Path, overrides: list[str], out: str) -> dict[st
     res = cli("train", config, *overrides, "--out", out, "--no-plots", "-q")
     assert res.code == 0, res.err
     return json.loads((Path(out) / "summary.json").read_text())["metrics"]
-
-
-def _assert_user_error(res: Result) -> None:
-    assert res.code == 2, res
-    assert res.err.startswith("error: ") or res.err.startswith("usage: "), res.err
-    assert "Traceback" not in res.err + res.out
-    assert res.err.count("error:") == 1, res.err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,7 +398,7 @@ BAD_SWEEPS = [
 )
 def test_bad_sweep_exits_2_names_key_writes_nothing(cli, arguments, key, hint):
     res = cli("sweep", LR, *arguments, "train.steps=2")
-    _assert_user_error(res)
+    res.assert_user_error()
     assert f"`{key}`" in res.err
     assert hint.lower() in res.err.lower()
     assert _listing(Path.cwd()) == []
@@ -438,10 +408,10 @@ def test_non_empty_out_and_usage_errors(cli):
     Path("taken").mkdir()
     Path("taken/notes.txt").write_text("mine")
     res = cli("sweep", LR, "seed=0,1", "--out", "taken")
-    _assert_user_error(res)
+    res.assert_user_error()
     assert "not empty" in res.err
     res = cli("sweep", LR, "seed")
-    _assert_user_error(res)
+    res.assert_user_error()
     assert "key=value" in res.err
     assert _listing(Path.cwd()) == ["taken", "taken/notes.txt"]
 
