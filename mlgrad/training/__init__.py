@@ -7,10 +7,23 @@ program; ``parallel`` holds the data-parallel mesh ``fit`` trains on when JAX se
 devices (``fit(..., devices=...)``).
 """
 
-from mlgrad.training import checkpoint, parallel
-from mlgrad.training.checkpoint import Checkpointer, CheckpointError
+import importlib
+from typing import Any
+
+from mlgrad.training import parallel
 from mlgrad.training.fit import FitResult, TrainingDivergedError, TrainState, fit
 from mlgrad.training.sweep import SweepResult, sweep
+
+# The checkpoint layer imports orbax (a quarter of a second): loaded on first use, so that
+# `import mlgrad` stays quick for calculus alone.
+_LAZY = {"checkpoint": None, "Checkpointer": "Checkpointer", "CheckpointError": "CheckpointError"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module("mlgrad.training.checkpoint")
+    return module if _LAZY[name] is None else getattr(module, _LAZY[name])
 
 __all__ = [
     "CheckpointError",
