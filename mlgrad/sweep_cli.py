@@ -43,8 +43,10 @@ written. The table is printed to stdout with the best run marked ``*`` (lowest v
 loss where there is a validation split, else lowest final training loss; diverged runs never
 win).
 
-A sweep trains on one device (``train.devices`` and the multi-process options of ``mlgrad
-train`` do not apply: the runs, not the batches, are what is parallel).
+With several devices (``train.devices``: ``auto``, the default, or a number) a vmapped group's
+runs are split across them, each device training its share (the runs, not the batches, are
+what is parallel); a group trained one run at a time trains each run data parallel, as
+``mlgrad train`` does. The multi-process options of ``mlgrad train`` do not apply.
 
 A diverged run (a NaN or infinite loss) is reported (``diverged`` true, its metrics NaN) and
 does not stop the others. Exit codes: 0 when at least one run finished; 1 when every run
@@ -84,6 +86,7 @@ from mlgrad.cli import (
     _is_leftover,
     _json,
     _load_data,
+    _mesh,
     _utc_stamp,
     _write_atomic,
     compilation_cache,
@@ -322,6 +325,7 @@ def plan(config: Path, axes: Sequence[Axis]) -> tuple[list[Run], list[Group]]:
         try:
             cfg, module = load_config(config, overrides)
             build_optimizer(cfg.optimizer, steps=cfg.train.steps)  # optax's own checks
+            _mesh(cfg)  # train.devices against the devices JAX sees
         except ConfigError as e:
             raise _in_run(e, texts, swept) from None
         lr = _plain(cfg.optimizer).get("learning_rate")
@@ -494,6 +498,7 @@ def _train_vmapped(group: Group, optimizer_fn: Any, uses_lr: bool) -> tuple[list
         seeds=seeds,
         steps=cfg.train.steps,
         batch_size=cfg.train.batch_size,
+        devices=cfg.train.devices,
     )
     metrics = _evaluator(group.model, group.data)(result.params)
     outcomes = []
@@ -530,6 +535,7 @@ def _train_one_by_one(group: Group) -> tuple[list[Outcome], Any]:
                 steps=steps,
                 batch_size=run.cfg.train.batch_size,
                 key=key,
+                devices=run.cfg.train.devices,
             )
             params = result.params
             history[:] = result.history

@@ -2,7 +2,8 @@
 
 Trains small least-squares problems with ``fit`` on every device (data parallel) and on one
 device, in float64, and prints one JSON object: per case the final params and loss
-histories of both runs, and how the batch was split across devices inside the compiled loss.
+histories of both runs, and how the batch was split across devices inside the compiled loss;
+then the same for two sweeps (runs split across the devices against one device).
 
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/parallel_worker.py
 """
@@ -19,7 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from mlgrad.training import fit  # noqa: E402
+from mlgrad.training import fit, sweep  # noqa: E402
 
 # (examples, batch size): full batches that divide evenly or not across 4 devices, mini-batches
 # that divide, that do not (padded slots), smaller than the device count, and a ragged epoch.
@@ -69,7 +70,41 @@ def main() -> None:
                 "batch_split": seen[:],  # [devices, split?] per compiled use of the loss
             }
         out["cases"].append({"n": n, "batch_size": batch_size, "runs": runs})
+    out["sweeps"] = [_sweeps(x, y, batch_size) for batch_size in (None, 8)]
     print(json.dumps(out))
+
+
+def _sweeps(x, y, batch_size):
+    """A sweep of 2 seeds x 4 learning rates with its 8 runs split across the devices, and the
+    same sweep on one device."""
+
+    def init(key):
+        return {"w": 0.1 * jax.random.normal(key, (3,)), "b": jnp.zeros(())}
+
+    def loss(params, batch):
+        return jnp.mean((batch[0] @ params["w"] + params["b"] - batch[1]) ** 2)
+
+    result = {}
+    for devices in ("auto", 1):
+        r = sweep(
+            loss,
+            init,
+            (x, y),
+            optimizer_fn=optax.sgd,
+            learning_rates=[0.01, 0.03, 0.1, 0.3],
+            seeds=[0, 1],
+            steps=30,
+            batch_size=batch_size,
+            devices=devices,
+        )
+        w = r.params["w"]
+        result[str(devices)] = {
+            "histories": r.histories.tolist(),
+            "w": np.asarray(w).tolist(),
+            "devices": len(w.sharding.device_set),
+            "split": not w.sharding.is_fully_replicated,
+        }
+    return result
 
 
 if __name__ == "__main__":

@@ -390,6 +390,7 @@ BAD_SWEEPS = [
         "run with optimizer.name=adam seed=0",
     ),
     (["train.batch_size=4,0"], "train.batch_size", "got 0"),
+    (["seed=0,1", "train.devices=2"], "train.devices", "JAX sees 1 device"),
 ]
 
 

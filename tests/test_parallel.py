@@ -82,7 +82,7 @@ def single(tmp_path_factory) -> Path:
 # fit on 4 devices equals fit on 1
 
 
-def test_fit_on_four_devices_equals_one_device():
+def test_fit_and_sweep_on_four_devices_equal_one_device():
     proc = subprocess.run(
         [sys.executable, str(WORKER)],
         env=_env(4),
@@ -109,6 +109,12 @@ def test_fit_on_four_devices_equals_one_device():
         np.testing.assert_allclose(parallel["val"], alone["val"], rtol=1e-12, err_msg=what)
         # And training did something: the loss fell.
         assert alone["history"][-1] < 0.5 * alone["history"][0], what
+    for sweep in report["sweeps"]:  # 8 runs, 2 per device
+        split, alone = sweep["auto"], sweep["1"]
+        assert split["devices"] == 4 and split["split"]
+        assert alone["devices"] == 1
+        np.testing.assert_allclose(split["histories"], alone["histories"], rtol=1e-12)
+        np.testing.assert_allclose(split["w"], alone["w"], rtol=1e-12, atol=1e-14)
 
 
 def test_cli_on_four_devices_equals_one_device(single, tmp_path):

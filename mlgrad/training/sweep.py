@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from mlgrad.training.fit import (
     LossFn,
@@ -66,6 +67,7 @@ from mlgrad.training.fit import (
     _positive_int,
     _run_chunk,
 )
+from mlgrad.training.parallel import Devices, batch_sharding, data_mesh, place, replicated
 
 __all__ = ["SweepResult", "sweep"]
 
@@ -143,7 +145,8 @@ class _Optimizer(NamedTuple):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("init_fn", "loss_fn", "optimizer", "layout", "plan", "steps")
+    jax.jit,
+    static_argnames=("init_fn", "loss_fn", "optimizer", "layout", "plan", "steps", "mesh"),
 )
 def _sweep_program(
     seeds: jax.Array,
@@ -156,6 +159,7 @@ def _sweep_program(
     layout: _Layout,
     plan: _Batching | None,
     steps: int,
+    mesh: Mesh | None = None,
 ) -> tuple[PyTree, optax.OptState, jax.Array]:
     """Every run of the seed-major grid ``seeds x learning_rates`` (``S`` seeds, ``L``
     learning rates, ``R = S * L`` runs): the final params and optimizer states (leading run
@@ -173,7 +177,17 @@ def _sweep_program(
     but XLA then contracts the shared batch with every run's residuals in one matrix product,
     whose different summation order mini-batch SGD amplifies (float32 losses 1e-6 to 1 apart
     from the solo runs in the benchmark's sweeps, 2026-11-27) at no gain in time.
+
+    With a ``mesh`` the runs are split across its devices (the run axis constrained to
+    ``P("data")``; data and orders replicated): runs are independent, so each device trains
+    its share and nothing is communicated until the results are gathered.
     """
+
+    def by_run(tree: PyTree) -> PyTree:
+        if mesh is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, batch_sharding(mesh))
+
     num_seeds, num_lrs = seeds.shape[0], learning_rates.shape[0]
     keys = jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s)))(seeds)
     init_keys, train_keys = keys[:, 0], keys[:, 1]
@@ -213,7 +227,8 @@ def _sweep_program(
         )
         return p, s, buffer
 
-    params, opt_state, buffers = jax.vmap(run)(params, opt_state, offsets)
+    params, opt_state, offsets = by_run((params, opt_state, offsets))
+    params, opt_state, buffers = by_run(jax.vmap(run)(params, opt_state, offsets))
     data = layout.build(arrays)
     final = jax.vmap(lambda p: _objective(p, data, None, loss_fn)[0])(params)
     return params, opt_state, jnp.concatenate([buffers, final[:, None]], axis=1)
@@ -288,6 +303,7 @@ def sweep(
     steps: int,
     batch_size: int | None = None,
     optimizer_kwargs: Mapping[str, Any] | None = None,
+    devices: Devices = "auto",
 ) -> SweepResult:
     r"""Trains every (seed, learning rate) pair as one vmapped, compiled program.
 
@@ -324,6 +340,11 @@ def sweep(
       optimizer_kwargs: other keyword arguments of ``optimizer_fn`` (hashable values, e.g.
         ``{"momentum": 0.9}``), the same for every run; constants of the program, as in
         ``optimizer_fn(...)`` (only the learning rate is injected into the state).
+      devices: ``"auto"`` (every device JAX sees), a number ``N`` (the first ``N``) or a list
+        of devices, as :func:`mlgrad.fit` takes. With several, the runs are split across
+        them (each device trains its share, with the data and the grid copied to all; no
+        communication between runs); ``params`` and ``opt_state`` come back split along
+        the run axis.
 
     Returns:
       A :class:`SweepResult` with ``len(seeds) * len(learning_rates)`` runs.
@@ -365,6 +386,11 @@ def sweep(
     arrays, layout = _distinct_arrays(leaves, treedef)
     dtype = jnp.result_type(*(x for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)), float)
     run_seeds, run_lrs, device_seeds, device_lrs = _grid_arrays(seeds, learning_rates, dtype)
+    mesh = data_mesh(devices)
+    if mesh is not None:  # every device gets the data and the grid; each trains its runs
+        device_seeds, device_lrs, arrays = place(
+            (device_seeds, device_lrs, arrays), replicated(mesh)
+        )
     params, opt_state, buffers = _sweep_program(
         device_seeds,
         device_lrs,
@@ -375,6 +401,7 @@ def sweep(
         layout=layout,
         plan=plan,
         steps=steps,
+        mesh=mesh,
     )
     buffers = np.asarray(buffers)  # the one transfer (and sync)
     diverged = ~np.isfinite(buffers).all(axis=1)
