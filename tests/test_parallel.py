@@ -209,6 +209,7 @@ def test_one_device_is_not_sharded():
         ("gpu", ValueError, "'auto', a number"),
         (True, TypeError, "'auto' or an int"),
         ([], ValueError, "non-empty list"),
+        (["cpu:0"], TypeError, "list of jax.Device"),
     ],
 )
 def test_bad_devices_are_explained(devices, error, match):

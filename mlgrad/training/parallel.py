@@ -81,6 +81,11 @@ def data_mesh(devices: Devices = "auto") -> Mesh | None:
         chosen = list(available[:count])
     else:
         chosen = list(devices)
+        if not all(isinstance(d, jax.Device) for d in chosen):
+            raise TypeError(
+                f"devices must be 'auto', a number of devices or a list of jax.Device (from "
+                f"jax.devices()), got {devices!r}."
+            )
         if not chosen or len({d.id for d in chosen}) != len(chosen):
             raise ValueError(f"devices must be a non-empty list of distinct devices, got {chosen}.")
     processes = {d.process_index for d in chosen}
