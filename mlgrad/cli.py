@@ -157,8 +157,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or info lines")
     p.add_argument("--no-plots", action="store_true", help="skip writing the PNG figures")
     group = p.add_argument_group(
-        "several processes (one per host; every process runs the same command with its own "
-        "--process-id and the same --out on a shared file system)"
+        "several processes",
+        "one process per host; each runs the same command with its own --process-id and the "
+        "same --out, on a file system all hosts share",
     )
     group.add_argument(
         "--coordinator",
