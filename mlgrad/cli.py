@@ -158,8 +158,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="skip writing the PNG figures")
     group = p.add_argument_group(
         "several processes",
-        "one process per host; each runs the same command with its own --process-id and the "
-        "same --out, on a file system all hosts share",
+        "one process per host; each runs the same command with its own --process-id\n"
+        "and the same --out, on a file system all hosts share",
     )
     group.add_argument(
         "--coordinator",
