@@ -60,6 +60,8 @@ def main() -> None:
                 eval_every=20,
                 devices=devices,
             )
+            if devices == "auto":
+                parallel_state = r.state
             runs[str(devices)] = {
                 "w": np.asarray(r.params["w"]).tolist(),
                 "b": float(r.params["b"]),
@@ -70,6 +72,14 @@ def main() -> None:
                 "batch_split": seen[:],  # [devices, split?] per compiled use of the loss
             }
         out["cases"].append({"n": n, "batch_size": batch_size, "runs": runs})
+    # The state of the last data-parallel run, continued on one device, is gathered there.
+    more = fit(
+        loss_fn, None, (x, y), optimizer=optax.adam(0.05), steps=50, state=parallel_state, devices=1
+    )
+    out["continued_on_one_device"] = [
+        len(parallel_state.params["w"].sharding.device_set),
+        len(more.params["w"].sharding.device_set),
+    ]
     out["sweeps"] = [_sweeps(x, y, batch_size) for batch_size in (None, 8)]
     print(json.dumps(out))
 
@@ -82,10 +92,16 @@ def _sweeps(x, y, batch_size):
         return {"w": 0.1 * jax.random.normal(key, (3,)), "b": jnp.zeros(())}
 
     def loss(params, batch):
+        # How XLA placed the runs' parameters (the run axis, under the sweep's vmap).
+        jax.debug.inspect_array_sharding(
+            params["w"],
+            callback=lambda s: seen.append([len(s.device_set), not s.is_fully_replicated]),
+        )
         return jnp.mean((batch[0] @ params["w"] + params["b"] - batch[1]) ** 2)
 
     result = {}
     for devices in ("auto", 1):
+        seen.clear()
         r = sweep(
             loss,
             init,
@@ -102,7 +118,8 @@ def _sweeps(x, y, batch_size):
             "histories": r.histories.tolist(),
             "w": np.asarray(w).tolist(),
             "devices": len(w.sharding.device_set),
-            "split": not w.sharding.is_fully_replicated,
+            "replicated": w.sharding.is_fully_replicated,
+            "runs_split": seen[:],  # [devices, split?] of the runs' params in the loss
         }
     return result
 

@@ -109,10 +109,12 @@ def test_fit_and_sweep_on_four_devices_equal_one_device():
         np.testing.assert_allclose(parallel["val"], alone["val"], rtol=1e-12, err_msg=what)
         # And training did something: the loss fell.
         assert alone["history"][-1] < 0.5 * alone["history"][0], what
-    for sweep in report["sweeps"]:  # 8 runs, 2 per device
+    assert report["continued_on_one_device"] == [4, 1]
+    for sweep in report["sweeps"]:  # 8 runs, 2 per device, results gathered on every device
         split, alone = sweep["auto"], sweep["1"]
-        assert split["devices"] == 4 and split["split"]
-        assert alone["devices"] == 1
+        assert [4, True] in split["runs_split"]
+        assert split["devices"] == 4 and split["replicated"]
+        assert all(n == 1 for n, _ in alone["runs_split"]) and alone["devices"] == 1
         np.testing.assert_allclose(split["histories"], alone["histories"], rtol=1e-12)
         np.testing.assert_allclose(split["w"], alone["w"], rtol=1e-12, atol=1e-14)
 

@@ -79,6 +79,7 @@ from mlgrad.training.parallel import (
     data_mesh,
     place,
     replicated,
+    select_devices,
 )
 
 PyTree = Any
@@ -742,6 +743,11 @@ def fit(
 
         def device_int(value: int) -> jax.Array:
             return place(np.int32(value), replicated(mesh))
+
+    elif jax.device_count() > 1:  # one device chosen among several: train there
+        # (also gathers e.g. the state of a data-parallel run continued on one device)
+        device = select_devices(devices)[0]
+        state, arrays, val_data = jax.device_put((state, arrays, val_data), device)
 
     if fresh and not (0 < steps == _next_boundary(0, steps, boundaries)):
         # Several chunks (or none): initialise the optimizer once, in its own program. A run

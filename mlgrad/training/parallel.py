@@ -34,6 +34,7 @@ __all__ = [
     "host_values",
     "place",
     "replicated",
+    "select_devices",
 ]
 
 #: The name of the mesh axis the examples of a batch are split along.
@@ -45,7 +46,18 @@ Devices = str | int | Sequence[Any]
 
 
 def data_mesh(devices: Devices = "auto") -> Mesh | None:
-    """The one-axis mesh ``("data",)`` over the selected devices; None for a single device.
+    """The one-axis mesh ``("data",)`` over :func:`select_devices`; None for one device.
+
+    Example:
+      >>> data_mesh(1) is None
+      True
+    """
+    chosen = select_devices(devices)
+    return Mesh(np.array(chosen), (DATA_AXIS,)) if len(chosen) > 1 else None
+
+
+def select_devices(devices: Devices = "auto") -> list[Any]:
+    """The devices that ``devices`` selects, checked.
 
     Args:
       devices: ``"auto"`` for all of ``jax.devices()`` (every process's devices after
@@ -53,8 +65,8 @@ def data_mesh(devices: Devices = "auto") -> Mesh | None:
         sequence of devices.
 
     Returns:
-      A ``jax.sharding.Mesh`` with axis ``"data"``, or None when one device is selected (then
-      training runs unsharded, exactly as without this module).
+      A list of ``jax.Device``; with one, training runs unsharded, exactly as without this
+      module.
 
     Raises:
       ValueError: an unknown string, a count outside ``1..len(jax.devices())``, an empty or
@@ -95,9 +107,7 @@ def data_mesh(devices: Devices = "auto") -> Mesh | None:
             f"{jax.process_count()} processes take part: with several processes, use "
             "devices='auto' (every process's devices)."
         )
-    if len(chosen) == 1:
-        return None
-    return Mesh(np.array(chosen), (DATA_AXIS,))
+    return chosen
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -120,7 +130,16 @@ def place(tree: Any, sharding: NamedSharding) -> Any:
     """
     if sharding.is_fully_addressable:
         return jax.device_put(tree, sharding)
-    return jax.device_put(host_values(tree), sharding)
+    return jax.tree.map(lambda x: _place_across_processes(x, sharding), tree)
+
+
+def _place_across_processes(x: Any, sharding: NamedSharding) -> Any:
+    """One leaf through NumPy; a typed PRNG key (``jax.random.key``) as its key data, wrapped
+    again after placing (NumPy has no key dtype)."""
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = jax.device_put(_host_value(jax.random.key_data(x)), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    return jax.device_put(_host_value(x), sharding)
 
 
 def host_values(tree: Any) -> Any:

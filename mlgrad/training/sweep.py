@@ -180,13 +180,14 @@ def _sweep_program(
 
     With a ``mesh`` the runs are split across its devices (the run axis constrained to
     ``P("data")``; data and orders replicated): runs are independent, so each device trains
-    its share and nothing is communicated until the results are gathered.
+    its share and nothing is communicated until the results are gathered, replicated on
+    every device (so that every process of a multi-process program can read them).
     """
 
-    def by_run(tree: PyTree) -> PyTree:
+    def constrain(tree: PyTree, sharding: Callable[[Mesh], Any]) -> PyTree:
         if mesh is None:
             return tree
-        return jax.lax.with_sharding_constraint(tree, batch_sharding(mesh))
+        return jax.lax.with_sharding_constraint(tree, sharding(mesh))
 
     num_seeds, num_lrs = seeds.shape[0], learning_rates.shape[0]
     keys = jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s)))(seeds)
@@ -227,11 +228,14 @@ def _sweep_program(
         )
         return p, s, buffer
 
-    params, opt_state, offsets = by_run((params, opt_state, offsets))
-    params, opt_state, buffers = by_run(jax.vmap(run)(params, opt_state, offsets))
+    params, opt_state, offsets = constrain((params, opt_state, offsets), batch_sharding)
+    params, opt_state, buffers = constrain(
+        jax.vmap(run)(params, opt_state, offsets), batch_sharding
+    )
     data = layout.build(arrays)
     final = jax.vmap(lambda p: _objective(p, data, None, loss_fn)[0])(params)
-    return params, opt_state, jnp.concatenate([buffers, final[:, None]], axis=1)
+    buffers = jnp.concatenate([buffers, final[:, None]], axis=1)
+    return constrain((params, opt_state, buffers), replicated)
 
 
 def _grid(seeds: Sequence[int], learning_rates: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -343,8 +347,9 @@ def sweep(
       devices: ``"auto"`` (every device JAX sees), a number ``N`` (the first ``N``) or a list
         of devices, as :func:`mlgrad.fit` takes. With several, the runs are split across
         them (each device trains its share, with the data and the grid copied to all; no
-        communication between runs); ``params`` and ``opt_state`` come back split along
-        the run axis.
+        communication between runs), and the results come back replicated on all of them.
+        (When the number of runs does not divide evenly, XLA may compute them replicated:
+        correct, but no faster than one device.)
 
     Returns:
       A :class:`SweepResult` with ``len(seeds) * len(learning_rates)`` runs.
