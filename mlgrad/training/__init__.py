@@ -25,6 +25,7 @@ def __getattr__(name: str) -> Any:
     module = importlib.import_module("mlgrad.training.checkpoint")
     return module if _LAZY[name] is None else getattr(module, _LAZY[name])
 
+
 __all__ = [
     "CheckpointError",
     "Checkpointer",
