@@ -514,6 +514,21 @@ def _process_count() -> int:
     return jax.process_count()
 
 
+def _stop_together(failure: str | None, run_dir: Path) -> None:
+    """Raises RunError(failure) if process 0, the only writer, failed to write, on every
+    process at once (a process left alone would wait for the others at the next collective
+    forever). A barrier with several processes; with one, just the raise."""
+    if _process_count() > 1:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        failed = multihost_utils.broadcast_one_to_all(np.int32(failure is not None))
+        if int(failed) and failure is None:
+            failure = f"process 0 could not write the run directory {run_dir} (see its error)"
+    if failure:
+        raise RunError(failure)
+
+
 def _agree(text: str) -> str:
     """Process 0's ``text`` on every process (e.g. the default run directory's timestamp)."""
     import numpy as np
@@ -798,6 +813,7 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
             )
     # From here on we write.
     log = MetricsLog(run_dir / "metrics.jsonl", write=False)
+    failure = None
     try:
         if primary:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -812,11 +828,10 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
                     (run_dir / "summary.json").unlink()
             log.flush(force=True)
     except OSError as e:
-        raise RunError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from None
-    if _process_count() > 1:  # the run directory exists before the others save checkpoints
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("mlgrad train: run directory")
+        failure = f"cannot write the run directory {run_dir}: {e.strerror or e}"
+    # Every process waits here until the run directory exists (the others save checkpoints
+    # into it), and stops with process 0 if it could not write it.
+    _stop_together(failure, run_dir)
 
     what = "training"
     if resuming and start == cfg.train.steps:
@@ -864,11 +879,16 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
                 f"val_{k}": v for k, v in val_metrics(s.params, val_batch).items() if k != "loss"
             }
             log.record(step, train_loss=losses[-1], val_loss=val_loss, **extra)
-        if step % train_cfg.checkpoint_every == 0 or step == steps:
-            log.flush(force=True)  # metrics first: after a crash they are truncated to the
-            save(s)  # checkpoint, never short of it
-        else:
-            log.flush()
+        checkpoint = step % train_cfg.checkpoint_every == 0 or step == steps
+        failure = None
+        try:  # metrics first: after a crash they are truncated to the checkpoint, never short
+            log.flush(force=checkpoint)
+        except OSError as e:
+            failure = f"writing the run directory {run_dir} failed: {e}"
+        if _process_count() > 1 or failure:
+            _stop_together(failure, run_dir)
+        if checkpoint:
+            save(s)
 
     trace = _param_count(state0.params) <= 2
     result = None
@@ -918,6 +938,9 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
     except (CheckpointError, OSError) as e:
         ckpt.close()
         raise RunError(f"writing the run directory {run_dir} failed: {e}") from None
+    except RunError:  # a failed metrics write, raised on every process together
+        ckpt.close()
+        raise
     ckpt.close()
     if not primary:
         return EXIT_OK

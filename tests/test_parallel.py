@@ -193,6 +193,36 @@ def test_two_processes_equal_one_process(single, tmp_path):
     for got, ref in zip(_leaves(_state(run_dir)), _leaves(_state(single)), strict=True):
         np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-6)
 
+    # When process 0 cannot write (metrics.jsonl is now a directory), every process stops
+    # with exit 1 at once instead of waiting for it at the next collective.
+    (run_dir / "metrics.jsonl").unlink()
+    (run_dir / "metrics.jsonl").mkdir()
+    coordinator = f"localhost:{_free_port()}"
+    procs = [
+        _mlgrad(
+            "train",
+            LOGISTIC,
+            "train.steps=400",
+            "--out",
+            run_dir,
+            "--resume",
+            "--coordinator",
+            coordinator,
+            "--num-processes",
+            2,
+            "--process-id",
+            i,
+            devices=2,
+            cwd=tmp_path,
+        )
+        for i in range(2)
+    ]
+    (code0, _, err0), (code1, _, err1) = [_finish(p, timeout=60) for p in procs]
+    assert (code0, code1) == (1, 1), (err0, err1)
+    assert "cannot write the run directory" in err0 and "Traceback" not in err0
+    assert "process 0 could not write the run directory" in err1
+    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir()) == [0, 200]
+
 
 # ---------------------------------------------------------------------------------------------
 # choosing devices, and mistakes
