@@ -39,9 +39,13 @@ must be new or empty) gets, once every run is done:
 * ``loss_curves.png``: every run's training loss curve on one axes.
 
 Files are written atomically, ``sweep.json`` last; a failure while writing removes what was
-written. The table is printed to stdout with the best run marked ``*`` (lowest validation
-loss where there is a validation split, else lowest final training loss; diverged runs never
-win).
+written. While it trains and writes, the sweep holds a claim file ``.sweep-running`` in the
+directory (created exclusively), so that a second sweep started into the same ``--out`` is
+refused instead of mixing its files in; it is removed however the sweep ends (after a
+SIGKILL, delete it by hand).
+
+The table is printed to stdout with the best run marked ``*`` (lowest validation loss where
+there is a validation split, else lowest final training loss; diverged runs never win).
 
 With several devices (``train.devices``: ``auto``, the default, or a number) a vmapped group's
 runs are split across them, each device training its share (the runs, not the batches, are
@@ -672,53 +676,114 @@ def sweep_command(args: argparse.Namespace) -> int:
     base = _base_config(config, axes, runs)
     run_dir = Path(args.out) if args.out else _default_run_dir(f"{base.name}-sweep")
     _check_can_create(run_dir)
-    if run_dir.exists() and any(not _is_leftover(p) for p in run_dir.iterdir()):
-        raise UsageError(
-            f"output directory {run_dir} exists and is not empty; choose another --out."
-        )
+    _check_empty(run_dir)
     if args.dry_run:
         _print_plan(runs, groups, swept)
         console.info(f"dry run: all {len(runs)} runs are valid; nothing written.")
         return EXIT_OK
-    with compilation_cache(console):
-        outcomes, group_info, devices = _train(runs, groups, swept, console)
-
-    metric = "val_loss" if all("val_loss" in o.metrics for o in outcomes) else "train_loss"
-    best = _best(outcomes, metric)
-    rows = _rows(runs, outcomes, swept)
-    wall = round(time.perf_counter() - t0, 3)
-    summary = _summary(config, args, base, runs, outcomes, rows, swept, best, metric)
-    summary.update(
-        groups=group_info,
-        devices=[
-            {"platform": d.platform, "device_kind": d.device_kind, "id": d.id} for d in devices
-        ],
-        wall_time_s=wall,
-        run_dir=str(run_dir),
-        finished_utc=_utc_stamp(),
-    )
-    _write(run_dir, base, axes, rows, summary, runs, outcomes, swept, best, metric, args, console)
-
-    sys.stdout.write(_table_text(rows, best))
-    n_div = sum(o.diverged for o in outcomes)
-    if best is not None:
-        b = runs[best]
-        what = " ".join(f"{a.key}={b.texts[a.key]}" for a in swept) or "the only run"
-        print(f"best: run {best} ({what}): {metric} {outcomes[best].metrics[metric]:.6g}")
-    print(f"devices: {_describe_devices(devices)}")
-    diverged = f" ({n_div} diverged)" if n_div else ""
-    print(
-        f"done: {len(runs)} runs{diverged} in {len(groups)} "
-        f"group{'s' if len(groups) != 1 else ''}, {wall:.1f} s -> {run_dir}"
-    )
-    if n_div == len(runs):
-        lrs = [r.learning_rate for r in runs if _is_number(r.learning_rate)]
-        hint = f", e.g. optimizer.learning_rate={min(lrs) / 10:g}" if lrs else ""
-        raise RunError(
-            f"every run of the sweep diverged (the loss became NaN or infinite); the table is "
-            f"in {run_dir}. Try smaller learning rates{hint}."
+    run_dir, created = _claim(run_dir, default=not args.out, name=f"{base.name}-sweep")
+    try:  # the claim is released however this ends (files written stay)
+        with compilation_cache(console):
+            outcomes, group_info, devices = _train(runs, groups, swept, console)
+        metric = "val_loss" if all("val_loss" in o.metrics for o in outcomes) else "train_loss"
+        best = _best(outcomes, metric)
+        rows = _rows(runs, outcomes, swept)
+        wall = round(time.perf_counter() - t0, 3)
+        summary = _summary(config, args, base, runs, outcomes, rows, swept, best, metric)
+        summary.update(
+            groups=group_info,
+            devices=[
+                {"platform": d.platform, "device_kind": d.device_kind, "id": d.id} for d in devices
+            ],
+            wall_time_s=wall,
+            run_dir=str(run_dir),
+            finished_utc=_utc_stamp(),
         )
-    return EXIT_OK
+        _write(
+            run_dir,
+            base,
+            axes,
+            rows,
+            summary,
+            runs,
+            outcomes,
+            swept,
+            best,
+            metric,
+            args,
+            console,
+        )
+
+        sys.stdout.write(_table_text(rows, best))
+        n_div = sum(o.diverged for o in outcomes)
+        if best is not None:
+            b = runs[best]
+            what = " ".join(f"{a.key}={b.texts[a.key]}" for a in swept) or "the only run"
+            print(f"best: run {best} ({what}): {metric} {outcomes[best].metrics[metric]:.6g}")
+        print(f"devices: {_describe_devices(devices)}")
+        diverged = f" ({n_div} diverged)" if n_div else ""
+        print(
+            f"done: {len(runs)} runs{diverged} in {len(groups)} "
+            f"group{'s' if len(groups) != 1 else ''}, {wall:.1f} s -> {run_dir}"
+        )
+        if n_div == len(runs):
+            lrs = [r.learning_rate for r in runs if _is_number(r.learning_rate)]
+            hint = f", e.g. optimizer.learning_rate={min(lrs) / 10:g}" if lrs else ""
+            raise RunError(
+                f"every run of the sweep diverged (the loss became NaN or infinite); the table is "
+                f"in {run_dir}. Try smaller learning rates{hint}."
+            )
+        return EXIT_OK
+    finally:
+        _release(run_dir, created)
+
+
+def _check_empty(run_dir: Path) -> None:
+    if run_dir.exists() and any(not _is_leftover(p) for p in run_dir.iterdir()):
+        raise UsageError(
+            f"output directory {run_dir} exists and is not empty; choose another --out."
+        )
+
+
+#: Created (O_EXCL) in the run directory while a sweep trains and writes, so that a second
+#: sweep started with the same --out is refused instead of mixing its files in.
+CLAIM = ".sweep-running"
+
+
+def _claim(run_dir: Path, *, default: bool, name: str) -> tuple[Path, bool]:
+    """Takes the run directory for this sweep before training; returns it (a default name
+    moves on to the next free one if another sweep took it first) and whether it was made."""
+    while True:
+        created = not run_dir.exists()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(run_dir / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if default and (free := _default_run_dir(name)) != run_dir:
+                run_dir = free  # the next free default name
+                continue
+            raise UsageError(
+                f"another sweep is writing to {run_dir} (it holds {CLAIM}); choose another "
+                f"--out, or delete {run_dir / CLAIM} if no sweep is running."
+            ) from None
+        except OSError as e:
+            raise RunError(f"cannot create the run directory {run_dir}: {e}") from None
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        others = [p for p in run_dir.iterdir() if p.name != CLAIM and not _is_leftover(p)]
+        if others:  # filled between the check and the claim
+            _release(run_dir, created)
+            _check_empty(run_dir)
+        return run_dir, created
+
+
+def _release(run_dir: Path, created: bool) -> None:
+    """Removes the claim, and the directory if this sweep made it and left nothing in it."""
+    with contextlib.suppress(OSError):
+        (run_dir / CLAIM).unlink()
+    if created:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only if empty: a finished sweep's files stay
 
 
 def _print_plan(runs: Sequence[Run], groups: Sequence[Group], swept: Sequence[Axis]) -> None:
@@ -835,18 +900,17 @@ def _write(
     args: argparse.Namespace,
     console: _Console,
 ) -> None:
-    """Writes the run directory; on any failure removes what it wrote (and the directory if it
-    made it), so a run directory either holds a complete sweep or nothing of it."""
+    """Writes the run directory (claimed by :func:`_claim`); on any failure removes what it
+    wrote (the caller removes the claim, and the directory if it made it), so a run directory
+    either holds a complete sweep or nothing of it."""
     from mlgrad.config import to_yaml
 
     header = (
         f"# The base config of `mlgrad sweep {args.config} {' '.join(args.axes)}`.\n"
         "# Run i of the sweep is `mlgrad train config.yaml` with run i's overrides (sweep.json).\n"
     )
-    created = not run_dir.exists()
     written: list[Path] = []
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
         for leftover in filter(_is_leftover, run_dir.iterdir()):
             with contextlib.suppress(OSError):
                 leftover.unlink()
@@ -863,9 +927,6 @@ def _write(
         for path in written:
             with contextlib.suppress(OSError):
                 path.unlink()
-        if created:
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
         if isinstance(e, OSError):
             raise RunError(f"writing the run directory {run_dir} failed: {e}") from None
         raise

@@ -456,6 +456,42 @@ def test_interrupt_or_failed_write_leaves_nothing(cli, monkeypatch):
     assert _listing(Path.cwd()) == []  # the files written before are removed, and the dir
 
 
+def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
+    """A sweep claims its run directory before it trains: one that starts while another is
+    training into the same --out (after both found it empty) exits 2 and writes nothing; a
+    default directory name moves on to the next free one."""
+    import mlgrad.sweep_cli as sweep_cli
+
+    claim = sweep_cli.CLAIM
+    real_train = sweep_cli._train
+
+    def another_sweep_starts_meanwhile(*args, **kwargs):
+        out = Path("sw")
+        assert (out / claim).is_file()  # ours, held while training
+        monkeypatch.setattr(sweep_cli, "_check_empty", lambda run_dir: None)  # raced past it
+        second = cli("sweep", LR, "seed=5", "train.steps=2", "--out", "sw", "--no-plots")
+        second.assert_user_error()
+        assert "another sweep is writing to sw" in second.err
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_cli, "_train", another_sweep_starts_meanwhile)
+    res = cli("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw", "--no-plots", "-q")
+    assert res.code == 0, res.err
+    assert _listing(Path("sw")) == ["config.yaml", "sweep.csv", "sweep.json"]  # claim gone
+    assert [r["seed"] for r in _rows(Path("sw"))] == ["0", "1"]
+
+    # A default name that another sweep claimed after this one chose it: the next one.
+    monkeypatch.setattr(sweep_cli, "_train", real_train)
+    names = iter(["runs/a", "runs/b"])
+    monkeypatch.setattr(sweep_cli, "_default_run_dir", lambda name: Path(next(names)))
+    Path("runs/a").mkdir(parents=True)
+    (Path("runs/a") / claim).write_text("1\n")
+    res = cli("sweep", LR, "seed=0", "train.steps=2", "--no-plots", "-q")
+    assert res.code == 0, res.err
+    assert _listing(Path("runs/a")) == [claim]  # the other sweep's, untouched
+    assert _listing(Path("runs/b")) == ["config.yaml", "sweep.csv", "sweep.json"]
+
+
 # ---------------------------------------------------------------------------------------------
 # the figure
 
