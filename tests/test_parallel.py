@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -193,6 +194,41 @@ def test_two_processes_equal_one_process(single, tmp_path):
     for got, ref in zip(_leaves(_state(run_dir)), _leaves(_state(single)), strict=True):
         np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-6)
 
+    # Both processes resume the run to step 300, as one process resumes its copy of the
+    # single-process run.
+    coordinator = f"localhost:{_free_port()}"
+    resumed = [
+        _mlgrad(
+            "train",
+            LOGISTIC,
+            "train.steps=300",
+            "--out",
+            run_dir,
+            "--resume",
+            "--coordinator",
+            coordinator,
+            "--num-processes",
+            2,
+            "--process-id",
+            i,
+            devices=2,
+            cwd=tmp_path,
+        )
+        for i in range(2)
+    ]
+    for i, (code, _, err) in enumerate(_finish(p) for p in resumed):
+        assert code == 0, f"process {i}: {err}"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 300 and summary["resumed_from_step"] == 200
+    alone = tmp_path / "alone"
+    shutil.copytree(single, alone)
+    assert (
+        main(["train", str(LOGISTIC), "train.steps=300", "--out", str(alone), "--resume", "-q"])
+        == 0
+    )
+    for got, ref in zip(_leaves(_state(run_dir)), _leaves(_state(alone)), strict=True):
+        np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-6)
+
     # When process 0 cannot write (metrics.jsonl is now a directory), every process stops
     # with exit 1 at once instead of waiting for it at the next collective.
     (run_dir / "metrics.jsonl").unlink()
@@ -221,7 +257,7 @@ def test_two_processes_equal_one_process(single, tmp_path):
     assert (code0, code1) == (1, 1), (err0, err1)
     assert "cannot write the run directory" in err0 and "Traceback" not in err0
     assert "process 0 could not write the run directory" in err1
-    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir()) == [0, 200]
+    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir()) == [0, 200, 300]
 
 
 # ---------------------------------------------------------------------------------------------
