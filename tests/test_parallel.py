@@ -146,15 +146,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one_process(single, tmp_path):
-    """Two processes of two devices each train the logistic config as one data-parallel run
-    over 4 devices; with no --out they agree on process 0's run directory."""
+def _two_processes(*argv: object, cwd: Path, timeout: float = 240) -> list[tuple[int, str, str]]:
+    """`mlgrad ARGV` as processes 0 and 1 of one run on localhost, 2 CPU devices each; their
+    (exit code, stdout, stderr)."""
     coordinator = f"localhost:{_free_port()}"
     procs = [
         _mlgrad(
-            "train",
-            LOGISTIC,
-            "train.steps=200",
+            *argv,
             "--coordinator",
             coordinator,
             "--num-processes",
@@ -162,11 +160,17 @@ def test_two_processes_equal_one_process(single, tmp_path):
             "--process-id",
             i,
             devices=2,
-            cwd=tmp_path,
+            cwd=cwd,
         )
         for i in range(2)
     ]
-    results = [_finish(p) for p in procs]
+    return [_finish(proc, timeout) for proc in procs]
+
+
+def test_two_processes_equal_one_process(single, tmp_path):
+    """Two processes of two devices each train the logistic config as one data-parallel run
+    over 4 devices; with no --out they agree on process 0's run directory."""
+    results = _two_processes("train", LOGISTIC, "train.steps=200", cwd=tmp_path)
     for i, (code, _, err) in enumerate(results):
         assert code == 0, f"process {i}: {err}"
     # Process 0 alone speaks and writes.
@@ -196,27 +200,10 @@ def test_two_processes_equal_one_process(single, tmp_path):
 
     # Both processes resume the run to step 300, as one process resumes its copy of the
     # single-process run.
-    coordinator = f"localhost:{_free_port()}"
-    resumed = [
-        _mlgrad(
-            "train",
-            LOGISTIC,
-            "train.steps=300",
-            "--out",
-            run_dir,
-            "--resume",
-            "--coordinator",
-            coordinator,
-            "--num-processes",
-            2,
-            "--process-id",
-            i,
-            devices=2,
-            cwd=tmp_path,
-        )
-        for i in range(2)
-    ]
-    for i, (code, _, err) in enumerate(_finish(p) for p in resumed):
+    resumed = _two_processes(
+        "train", LOGISTIC, "train.steps=300", "--out", run_dir, "--resume", cwd=tmp_path
+    )
+    for i, (code, _, err) in enumerate(resumed):
         assert code == 0, f"process {i}: {err}"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 300 and summary["resumed_from_step"] == 200
@@ -233,27 +220,9 @@ def test_two_processes_equal_one_process(single, tmp_path):
     # with exit 1 at once instead of waiting for it at the next collective.
     (run_dir / "metrics.jsonl").unlink()
     (run_dir / "metrics.jsonl").mkdir()
-    coordinator = f"localhost:{_free_port()}"
-    procs = [
-        _mlgrad(
-            "train",
-            LOGISTIC,
-            "train.steps=400",
-            "--out",
-            run_dir,
-            "--resume",
-            "--coordinator",
-            coordinator,
-            "--num-processes",
-            2,
-            "--process-id",
-            i,
-            devices=2,
-            cwd=tmp_path,
-        )
-        for i in range(2)
-    ]
-    (code0, _, err0), (code1, _, err1) = [_finish(p, timeout=60) for p in procs]
+    (code0, _, err0), (code1, _, err1) = _two_processes(
+        "train", LOGISTIC, "train.steps=400", "--out", run_dir, "--resume", cwd=tmp_path, timeout=60
+    )
     assert (code0, code1) == (1, 1), (err0, err1)
     assert "cannot write the run directory" in err0 and "Traceback" not in err0
     assert "process 0 could not write the run directory" in err1
