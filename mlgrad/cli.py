@@ -784,14 +784,13 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
     from mlgrad.config import to_yaml
     from mlgrad.training import TrainingDivergedError, fit
     from mlgrad.training.checkpoint import Checkpointer, CheckpointError
+    from mlgrad.training.parallel import host_values, place, replicated
 
     cfg, data, model, mesh = setup.cfg, setup.data, setup.model, setup.mesh
     t0 = time.perf_counter()
     primary = _process_index() == 0  # the only writer of logs, plots and the summary
     state0 = _initial_state(setup)
     if mesh is not None:  # checkpoints save and restore it replicated on the mesh
-        from mlgrad.training.parallel import place, replicated
-
         state0 = place(state0, replicated(mesh))
     ckpt_dir = run_dir / "checkpoints"
     state, start = state0, 0
@@ -885,8 +884,7 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
             log.flush(force=checkpoint)
         except OSError as e:
             failure = f"writing the run directory {run_dir} failed: {e}"
-        if _process_count() > 1 or failure:
-            _stop_together(failure, run_dir)
+        _stop_together(failure, run_dir)
         if checkpoint:
             save(s)
 
@@ -948,8 +946,6 @@ def _run(setup: _Setup, run_dir: Path, resuming: bool, args: Any, console: _Cons
     devices = _devices(state.params)
     params = state.params
     if mesh is not None:  # one local copy of the replicated parameters for the reports
-        from mlgrad.training.parallel import host_values
-
         params = host_values(params)
     try:
         metrics = _final_metrics(model, params, data)
