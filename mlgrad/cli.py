@@ -663,25 +663,41 @@ def _batch(split: tuple[Any, Any]) -> tuple[Any, Any]:
     return jnp.asarray(split[0]), jnp.asarray(split[1])
 
 
-def _final_metrics(model: Any, params: Any, data: Any) -> dict[str, float | None]:
-    """train_loss, val_loss and the model's other metrics (train_*, val_*) at ``params``.
+def metrics_program(model: Any, data: Any, *, runs: bool = False) -> Any:
+    """A compiled ``params -> {name: value}`` of a run's final metrics, in the summary's order:
+    for each split, ``<split>_loss`` (the training objective, ``model.loss`` on the whole split,
+    penalties included), then the model's other metrics (``<split>_accuracy``).
 
-    The loss is the training objective, ``model.loss`` on the whole split (penalties
-    included); the other metrics come from ``model.metrics``, in one compiled call.
+    With ``runs``, ``params`` has a leading run axis (a sweep's) and each value is ``(runs,)``.
     """
     import jax
 
-    def evaluate(params: Any, batch: Any) -> dict[str, Any]:
-        return {**model.metrics(params, batch), "loss": model.loss(params, batch)}
+    splits = [("train", _batch(data.train))]
+    if data.val is not None:
+        splits.append(("val", _batch(data.val)))
+    names: list[str] = []  # set when traced (a dict output would come back with sorted keys)
 
-    evaluate = jax.jit(evaluate)
-    out: dict[str, float | None] = {}
-    splits = [("train", data.train)] + ([("val", data.val)] if data.val is not None else [])
-    for name, split in splits:
-        values = evaluate(params, _batch(split))
-        out[f"{name}_loss"] = _finite_or_none(values.pop("loss"))
-        out.update({f"{name}_{k}": _finite_or_none(v) for k, v in values.items()})
-    return out
+    def evaluate(params: Any) -> list[Any]:
+        out = {}
+        for name, batch in splits:
+            out[f"{name}_loss"] = model.loss(params, batch)
+            extra = model.metrics(params, batch)
+            out.update({f"{name}_{k}": v for k, v in extra.items() if k != "loss"})
+        names[:] = list(out)
+        return list(out.values())
+
+    program = jax.jit(jax.vmap(evaluate) if runs else evaluate)
+
+    def run(params: Any) -> dict[str, Any]:
+        values = program(params)
+        return dict(zip(names, values, strict=True))
+
+    return run
+
+
+def _final_metrics(model: Any, params: Any, data: Any) -> dict[str, float | None]:
+    """The final metrics at ``params`` (:func:`metrics_program`); NaN and inf as None."""
+    return {k: _finite_or_none(v) for k, v in metrics_program(model, data)(params).items()}
 
 
 def _format_metrics(metrics: dict[str, float | None]) -> str:

@@ -94,6 +94,7 @@ from mlgrad.cli import (
     _utc_stamp,
     _write_atomic,
     compilation_cache,
+    metrics_program,
 )
 
 __all__ = ["Axis", "parse_axes", "split_values", "sweep_command", "sweep_parser"]
@@ -456,32 +457,11 @@ def _why_not_vmapped(group: Group, optimizer_fn: Any) -> str:
 
 def _evaluator(model: Any, data: Any) -> Any:
     """``params`` (leading run axis) ``-> {metric: (runs,) NumPy array}``: the final metrics
-    of ``mlgrad train``'s summary, in its order: the loss on each split (penalties included)
-    and the model's other metrics (``train_loss, train_accuracy, val_loss, val_accuracy``)."""
-    import jax
+    of ``mlgrad train``'s summary, in its order (:func:`mlgrad.cli.metrics_program`)."""
     import numpy as np
 
-    splits = [("train", _batch(data.train))]
-    if data.val is not None:
-        splits.append(("val", _batch(data.val)))
-    names: list[str] = []  # set when traced (a dict output would come back sorted)
-
-    def evaluate(params: Any) -> list[Any]:
-        out = {}
-        for name, batch in splits:
-            out[f"{name}_loss"] = model.loss(params, batch)
-            extra = model.metrics(params, batch)
-            out.update({f"{name}_{k}": v for k, v in extra.items() if k != "loss"})
-        names[:] = list(out)
-        return list(out.values())
-
-    program = jax.jit(jax.vmap(evaluate))
-
-    def run(params: Any) -> dict[str, Any]:
-        values = program(params)
-        return {k: np.asarray(v) for k, v in zip(names, values, strict=True)}
-
-    return run
+    program = metrics_program(model, data, runs=True)
+    return lambda params: {k: np.asarray(v) for k, v in program(params).items()}
 
 
 def _train_vmapped(group: Group, optimizer_fn: Any, uses_lr: bool) -> tuple[list[Outcome], Any]:
