@@ -96,6 +96,7 @@ from mlgrad.cli import (
     compilation_cache,
     metrics_program,
 )
+from mlgrad.config import _is_number
 
 __all__ = ["Axis", "parse_axes", "split_values", "sweep_command", "sweep_parser"]
 
@@ -293,10 +294,6 @@ def _plain(cfg: Any) -> Any:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(cfg, resolve=True)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _group_key(cfg: Any) -> str:
