@@ -14,8 +14,8 @@ Built-in data sets (nothing is downloaded):
   The target is the image itself (``pixels``, so ``y = x``), as an autoencoder needs.
 
 A bad file raises :class:`DataError` (a ``ValueError``) whose message names the file and the
-problem. Files are parsed without pickle: CSV with the standard library, NPZ with
-``numpy.load(allow_pickle=False)``.
+problem, and whose ``key`` names the argument of :func:`load` at fault. Files are parsed without
+pickle: CSV with the standard library, NPZ with ``numpy.load(allow_pickle=False)``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,29 @@ ICE_CREAM_LABELS = {
 
 
 class DataError(ValueError):
-    """A data set could not be loaded: the message names the file (or data set) and the problem."""
+    """A data set could not be loaded: the message names the file (or data set) and the problem.
+
+    Args:
+        message: what went wrong; ``str(error)`` is exactly this message.
+        key: the name of :func:`load`'s argument the problem is about.
+
+    Attributes:
+        key: the name of :func:`load`'s argument the problem is about: one of ``"name"``,
+            ``"path"``, ``"features"``, ``"target"``, ``"val_split"``, ``"split_seed"``,
+            ``"dtype"``, or ``None`` when no single argument is to blame (e.g. both or neither
+            of ``name`` and ``path`` given, or a :class:`Dataset` built with inconsistent
+            arrays). Problems with the data itself (bad cells, too few rows, ...) are about
+            ``"path"`` for a file and ``"name"`` for a built-in data set.
+
+    Example:
+        >>> e = DataError("d.csv: the file is empty", "path")
+        >>> str(e), e.key
+        ('d.csv: the file is empty', 'path')
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def _closest(word: str, options: Sequence[str]) -> str:
@@ -152,34 +174,36 @@ def _as_names(value: Any, what: str) -> list[str] | None:
     try:
         names = list(value)
     except TypeError:
-        raise DataError(f"{what} must be a list of column names; got {value!r}") from None
+        raise DataError(f"{what} must be a list of column names; got {value!r}", what) from None
     if not names:
         raise DataError(
             f"{what} is an empty list; give at least one column name or leave it "
-            "unset for the default"
+            "unset for the default",
+            what,
         )
     for n in names:
         if not isinstance(n, str):
-            raise DataError(f"{what} must be column names (strings); got {n!r}")
+            raise DataError(f"{what} must be column names (strings); got {n!r}", what)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise DataError(f"{what} lists {', '.join(map(repr, dupes))} more than once")
+        raise DataError(f"{what} lists {', '.join(map(repr, dupes))} more than once", what)
     return names
 
 
 def _check_split(val_split: Any, split_seed: Any) -> tuple[float, int]:
     if isinstance(val_split, bool) or not isinstance(val_split, int | float | np.number):
-        raise DataError(f"val_split must be a number in [0, 1); got {val_split!r}")
+        raise DataError(f"val_split must be a number in [0, 1); got {val_split!r}", "val_split")
     val_split = float(val_split)
     if not 0.0 <= val_split < 1.0:
         raise DataError(
             f"val_split must be in [0, 1) (the fraction of rows held out for "
-            f"validation); got {val_split}"
+            f"validation); got {val_split}",
+            "val_split",
         )
     if isinstance(split_seed, bool) or not isinstance(split_seed, int | np.integer):
-        raise DataError(f"split_seed must be an integer; got {split_seed!r}")
+        raise DataError(f"split_seed must be an integer; got {split_seed!r}", "split_seed")
     if not 0 <= int(split_seed) < 2**32:
-        raise DataError(f"split_seed must be in [0, 2**32); got {split_seed}")
+        raise DataError(f"split_seed must be in [0, 2**32); got {split_seed}", "split_seed")
     return val_split, int(split_seed)
 
 
@@ -194,15 +218,22 @@ def _pick(
     target: str | None,
     default_features: list[str] | None,
     default_target: str | None,
+    *,
+    data_key: str,
 ) -> tuple[list[str], str]:
-    """Chooses the feature columns and the target column, with clear errors."""
+    """Chooses the feature columns and the target column, with clear errors.
+
+    ``data_key`` is the :attr:`DataError.key` for a problem with the data itself: ``"path"``
+    for a file, ``"name"`` for a built-in data set.
+    """
     available = ", ".join(columns)
 
     def check(name: str, what: str) -> None:
         if name not in columns:
             raise DataError(
                 f"{where}: {what} column {name!r} not found; available columns: "
-                f"{available}{_closest(name, columns)}"
+                f"{available}{_closest(name, columns)}",
+                "target" if what == "target" else "features",
             )
 
     if target is None:
@@ -210,7 +241,8 @@ def _pick(
         if target is None:
             raise DataError(
                 f"{where}: no target column given; pass target=... (data.target in "
-                f"a config) naming one of: {available}"
+                f"a config) naming one of: {available}",
+                "target",
             )
     check(target, "target")
     if features is None:
@@ -220,14 +252,16 @@ def _pick(
             if not features:
                 raise DataError(
                     f"{where}: the only column is the target {target!r}; there is "
-                    "no feature column left"
+                    "no feature column left",
+                    data_key,
                 )
     for f in features:
         check(f, "feature")
     if target in features:
         raise DataError(
             f"{where}: column {target!r} is both a feature and the target; remove "
-            "it from the features"
+            "it from the features",
+            "features",
         )
     return features, target
 
@@ -243,29 +277,40 @@ def _parse_csv(
     target: str | None,
     default_features: list[str] | None = None,
     default_target: str | None = None,
+    *,
+    data_key: str,
 ) -> tuple[np.ndarray, np.ndarray, list[str], str]:
-    """Parses CSV text with a header row; converts only the selected columns to numbers."""
+    """Parses CSV text with a header row; converts only the selected columns to numbers.
+
+    ``data_key`` is the :attr:`DataError.key` for a problem with the text itself: ``"path"``
+    for a file, ``"name"`` for a built-in data set.
+    """
     if not text.strip():
-        raise DataError(f"{where}: the file is empty (expected a header row and data rows)")
+        raise DataError(
+            f"{where}: the file is empty (expected a header row and data rows)", data_key
+        )
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)
         while not any(c.strip() for c in header):
             header = next(reader)
     except StopIteration:
-        raise DataError(f"{where}: the file is empty") from None
+        raise DataError(f"{where}: the file is empty", data_key) from None
     except csv.Error as e:
-        raise DataError(f"{where}: malformed CSV header ({e})") from None
+        raise DataError(f"{where}: malformed CSV header ({e})", data_key) from None
     header = [c.strip() for c in header]
     for j, c in enumerate(header):
         if not c:
-            raise DataError(f"{where}: column {j + 1} of the header row has no name")
+            raise DataError(f"{where}: column {j + 1} of the header row has no name", data_key)
     dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
         raise DataError(
-            f"{where}: the header names column {', '.join(map(repr, dupes))} more than once"
+            f"{where}: the header names column {', '.join(map(repr, dupes))} more than once",
+            data_key,
         )
-    features, target = _pick(where, header, features, target, default_features, default_target)
+    features, target = _pick(
+        where, header, features, target, default_features, default_target, data_key=data_key
+    )
     wanted = [*features, target]
     index = [header.index(c) for c in wanted]
     values: list[list[float]] = []
@@ -278,25 +323,31 @@ def _parse_csv(
             if len(row) != len(header):
                 raise DataError(
                     f"{where}: line {line} has {len(row)} cells but the header has "
-                    f"{len(header)} columns ({', '.join(header)})"
+                    f"{len(header)} columns ({', '.join(header)})",
+                    data_key,
                 )
             out = []
             for j, name in zip(index, wanted, strict=True):
                 cell = row[j].strip()
                 if not cell:
-                    raise DataError(f"{where}: empty cell in column {name!r} at line {line}")
+                    raise DataError(
+                        f"{where}: empty cell in column {name!r} at line {line}", data_key
+                    )
                 try:
                     out.append(float(cell))
                 except ValueError:
                     raise DataError(
-                        f"{where}: non-numeric value {cell!r} in column {name!r} at line {line}"
+                        f"{where}: non-numeric value {cell!r} in column {name!r} at line {line}",
+                        data_key,
                     ) from None
             values.append(out)
             lines.append(line)
     except csv.Error as e:
-        raise DataError(f"{where}: malformed CSV at line {reader.line_num} ({e})") from None
+        raise DataError(
+            f"{where}: malformed CSV at line {reader.line_num} ({e})", data_key
+        ) from None
     if not values:
-        raise DataError(f"{where}: the file has a header but no data rows")
+        raise DataError(f"{where}: the file has a header but no data rows", data_key)
     table = np.asarray(values, dtype=np.float64)
     bad = ~np.isfinite(table)
     if bad.any():
@@ -304,7 +355,8 @@ def _parse_csv(
         raise DataError(
             f"{where}: non-finite value {table[i, j]} in column {wanted[j]!r} at "
             f"line {lines[i]} ({int(bad.sum())} non-finite value(s) in all); remove "
-            "or fill in those rows"
+            "or fill in those rows",
+            data_key,
         )
     return table[:, :-1], table[:, -1], features, target
 
@@ -315,7 +367,8 @@ def _read_text(path: Path, where: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(
-            f"{where}: not a UTF-8 text file (byte {e.start}: {e.reason}); save the CSV as UTF-8"
+            f"{where}: not a UTF-8 text file (byte {e.start}: {e.reason}); save the CSV as UTF-8",
+            "path",
         ) from None
 
 
@@ -328,12 +381,14 @@ def _npz_array(npz: Any, name: str, where: str) -> np.ndarray:
         a = npz[name]
     except ValueError as e:  # object arrays need pickle, which is refused
         raise DataError(
-            f"{where}: array {name!r} cannot be read without pickle ({e}); save numeric arrays only"
+            f"{where}: array {name!r} cannot be read without pickle ({e}); "
+            "save numeric arrays only",
+            "path",
         ) from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{where}: array {name!r} is damaged ({e})") from None
+        raise DataError(f"{where}: array {name!r} is damaged ({e})", "path") from None
     if a.dtype.kind not in "biuf":
-        raise DataError(f"{where}: array {name!r} has dtype {a.dtype}; expected numbers")
+        raise DataError(f"{where}: array {name!r} has dtype {a.dtype}; expected numbers", "path")
     return a
 
 
@@ -344,24 +399,26 @@ def _load_npz(
         # Read the bytes first: np.load(path) leaks its open file when the archive is damaged.
         npz = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{where}: not a valid NPZ file ({e})") from None
+        raise DataError(f"{where}: not a valid NPZ file ({e})", "path") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DataError(
             f"{where}: holds a single .npy array, not an NPZ archive; save with "
-            "numpy.savez(path, x=..., y=...)"
+            "numpy.savez(path, x=..., y=...)",
+            "path",
         )
     with npz:
         names = list(npz.files)
         if not names:
-            raise DataError(f"{where}: the NPZ archive holds no arrays")
+            raise DataError(f"{where}: the NPZ archive holds no arrays", "path")
         if features is None and "x" in names:
             if target is None and "y" not in names:
                 raise DataError(
                     f"{where}: has an array 'x' but no 'y'; pass target=... (data."
-                    f"target in a config) naming one of: {', '.join(names)}"
+                    f"target in a config) naming one of: {', '.join(names)}",
+                    "target",
                 )
             target = "y" if target is None else target
-            _pick(where, names, ["x"], target, None, None)
+            _pick(where, names, ["x"], target, None, None, data_key="path")
             x = _npz_array(npz, "x", where)
             if x.ndim == 1:
                 x, feature_names = x[:, None], ["x"]
@@ -370,12 +427,15 @@ def _load_npz(
             else:
                 raise DataError(
                     f"{where}: array 'x' has shape {x.shape}; expected (examples,) "
-                    "or (examples, features)"
+                    "or (examples, features)",
+                    "path",
                 )
             columns, array_names = [x], ["x"]
         else:
             default_target = "y" if "y" in names else None
-            feature_names, target = _pick(where, names, features, target, None, default_target)
+            feature_names, target = _pick(
+                where, names, features, target, None, default_target, data_key="path"
+            )
             columns, expanded, array_names = [], [], list(feature_names)
             for name in feature_names:
                 a = _npz_array(npz, name, where)
@@ -388,7 +448,8 @@ def _load_npz(
                 else:
                     raise DataError(
                         f"{where}: feature array {name!r} has shape {a.shape}; "
-                        "expected (examples,) or (examples, k)"
+                        "expected (examples,) or (examples, k)",
+                        "path",
                     )
             feature_names = expanded
         y = _npz_array(npz, target, where)
@@ -397,7 +458,8 @@ def _load_npz(
     if y.ndim not in (1, 2):
         raise DataError(
             f"{where}: target array {target!r} has shape {y.shape}; expected "
-            "(examples,) or (examples, k)"
+            "(examples,) or (examples, k)",
+            "path",
         )
     lengths = {len(c) for c in columns} | {len(y)}
     if len(lengths) > 1:
@@ -406,7 +468,8 @@ def _load_npz(
         )
         raise DataError(
             f"{where}: arrays have different numbers of rows ({counts}); every "
-            "feature and the target need one row per example"
+            "feature and the target need one row per example",
+            "path",
         )
     x = np.concatenate([c.astype(np.float64) for c in columns], axis=1)
     y = y.astype(np.float64)
@@ -418,7 +481,8 @@ def _load_npz(
             raise DataError(
                 f"{where}: non-finite value {arr[idx]} in {col!r} at row {idx[0]} "
                 f"({int(bad.sum())} non-finite value(s) in the {name}); remove or "
-                "fill in those rows"
+                "fill in those rows",
+                "path",
             )
     return x, y, feature_names, target
 
@@ -430,7 +494,7 @@ def _load_npz(
 def _ice_cream(features: list[str] | None, target: str | None):
     text = resources.files("mlgrad.datasets").joinpath("ice_cream.csv").read_text("utf-8")
     where = "built-in data set 'ice_cream' (mlgrad/datasets/ice_cream.csv)"
-    x, y, f, t = _parse_csv(text, where, features, target, ["temp"], "cons")
+    x, y, f, t = _parse_csv(text, where, features, target, ["temp"], "cons", data_key="name")
     source = (
         "ice_cream: US ice-cream consumption per head, 30 four-week periods 1951-1953 "
         "(Hildreth and Lu 1960; Kadiyala 1970), shipped as mlgrad/datasets/ice_cream.csv"
@@ -444,7 +508,9 @@ def _breast_cancer(features: list[str] | None, target: str | None):
     bunch = load_breast_cancer()
     columns = [str(c) for c in bunch.feature_names]
     where = "built-in data set 'breast_cancer'"
-    features, target = _pick(where, [*columns, "benign"], features, target, columns, "benign")
+    features, target = _pick(
+        where, [*columns, "benign"], features, target, columns, "benign", data_key="name"
+    )
     x = bunch.data[:, [columns.index(f) for f in features]]
     source = (
         "breast_cancer: Wisconsin diagnostic breast-cancer data (569 x 30) from "
@@ -463,9 +529,12 @@ def _digits(features: list[str] | None, target: str | None):
     if target is not None and target != "pixels":
         raise DataError(
             f"{where}: the target is the image itself, 'pixels' (y = x, for an "
-            f"autoencoder); got target {target!r}"
+            f"autoencoder); got target {target!r}",
+            "target",
         )
-    features, _ = _pick(where, [*columns, "pixels"], features, "pixels", columns, "pixels")
+    features, _ = _pick(
+        where, [*columns, "pixels"], features, "pixels", columns, "pixels", data_key="name"
+    )
     x = bunch.data[:, [columns.index(f) for f in features]] / 16.0
     source = (
         "digits: 8x8 handwritten digits (1797 x 64) from scikit-learn's bundled "
@@ -494,7 +563,8 @@ def _split(n: int, val_split: float, seed: int, where: str) -> tuple[np.ndarray,
     if n_train == 0:
         raise DataError(
             f"{where}: val_split={val_split} of {n} rows leaves no training row; "
-            "use a smaller val_split"
+            "use a smaller val_split",
+            "val_split",
         )
     perm = np.random.RandomState(seed).permutation(n)
     return perm[n_val:], perm[:n_val]
@@ -539,7 +609,8 @@ def load(
         DataError: naming the file (or data set) and the problem: missing or empty file, missing
             column (with the available columns and the closest match), non-numeric cell (with
             its line and column), NaN or infinite values, a single row, rows with different
-            numbers of cells, or a split that leaves no training or no validation row.
+            numbers of cells, or a split that leaves no training or no validation row. Its
+            ``key`` is the name of the argument at fault (see :class:`DataError`).
 
     Example:
         >>> from mlgrad.data import load
@@ -549,21 +620,22 @@ def load(
     """
     features = _as_names(features, "features")
     if target is not None and not isinstance(target, str):
-        raise DataError(f"target must be a column name (a string); got {target!r}")
+        raise DataError(f"target must be a column name (a string); got {target!r}", "target")
     val_split, split_seed = _check_split(val_split, split_seed)
     try:
         dtype = np.dtype(dtype)
     except TypeError:
-        raise DataError(f"dtype must be a NumPy floating dtype; got {dtype!r}") from None
+        raise DataError(f"dtype must be a NumPy floating dtype; got {dtype!r}", "dtype") from None
     if dtype.kind != "f":
-        raise DataError(f"dtype must be a floating dtype such as float32; got {dtype}")
+        raise DataError(f"dtype must be a floating dtype such as float32; got {dtype}", "dtype")
 
     labels: Mapping[str, str] = {}
     if (name is None) == (path is None):
         raise DataError(
             "give exactly one of name= (a built-in data set: "
             f"{', '.join(BUILTIN_DATASETS)}) and path= (a CSV or NPZ file); got "
-            f"name={name!r}, path={path!r}"
+            f"name={name!r}, path={path!r}",
+            None,
         )
     if name is not None:
         if not isinstance(name, str) or name not in _BUILTINS:
@@ -572,31 +644,34 @@ def load(
                 hint += " (for a file, pass path= / data.path instead of name=)"
             raise DataError(
                 f"unknown data set {name!r}; built-in data sets: "
-                f"{', '.join(BUILTIN_DATASETS)}{hint}"
+                f"{', '.join(BUILTIN_DATASETS)}{hint}",
+                "name",
             )
-        where = f"built-in data set {name!r}"
+        where, data_key = f"built-in data set {name!r}", "name"
         x, y, feature_names, target_name, source, labels = _BUILTINS[name](features, target)
     else:
         path = Path(path).expanduser()
-        where = str(path)
+        where, data_key = str(path), "path"
         if not path.exists():
             raise DataError(
                 f"{where}: file not found (relative paths are resolved against the "
-                f"current directory, {Path.cwd()})"
+                f"current directory, {Path.cwd()})",
+                "path",
             )
         if not path.is_file():
-            raise DataError(f"{where}: not a regular file")
+            raise DataError(f"{where}: not a regular file", "path")
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".npz"):
             raise DataError(
                 f"{where}: unsupported file type {path.suffix or '(no suffix)'!r}; "
-                "use a .csv file with a header row or a .npz archive"
+                "use a .csv file with a header row or a .npz archive",
+                "path",
             )
         if path.stat().st_size == 0:
-            raise DataError(f"{where}: the file is empty")
+            raise DataError(f"{where}: the file is empty", "path")
         if suffix == ".csv":
             x, y, feature_names, target_name = _parse_csv(
-                _read_text(path, where), where, features, target
+                _read_text(path, where), where, features, target, data_key="path"
             )
             kind = "CSV"
         else:
@@ -607,7 +682,8 @@ def load(
     n = len(x)
     if n < 2:
         raise DataError(
-            f"{where}: has only {n} data row; at least 2 are needed to fit and evaluate a model"
+            f"{where}: has only {n} data row; at least 2 are needed to fit and evaluate a model",
+            data_key,
         )
     limit = np.finfo(dtype).max
     for arr, names in ((x, feature_names), (y, [target_name])):
@@ -617,7 +693,8 @@ def load(
             column = names[idx[1]] if arr.ndim == 2 and len(names) > 1 else names[0]
             raise DataError(
                 f"{where}: value {arr[idx]} in {column!r} (data row {idx[0] + 1}) does not fit "
-                f"in {dtype}; rescale the column or use a wider dtype"
+                f"in {dtype}; rescale the column or use a wider dtype",
+                data_key,
             )
     x_cast, y_cast = x.astype(dtype), y.astype(dtype)
     if val_split > 0:

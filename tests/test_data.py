@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.model_selection import train_test_split
 
+import mlgrad.data as data_module
 from mlgrad.data import DataError, Dataset, load
 
 
@@ -254,3 +257,120 @@ def test_dataset_checks_its_arrays():
     data = load("ice_cream", features=["temp", "price"], val_split=0.2)
     assert data.label("temp") == "mean temperature (°F)" and data.label("unknown") == "unknown"
     assert data.val is not None and data.n_features == 2
+
+
+_CSV = "a,y\n1,2\n3,4\n5,6\n"
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "kwargs", "problem", "key"),
+    [
+        # name= and path=
+        (None, None, {"name": "icecream"}, "did you mean 'ice_cream'", "name"),
+        (None, None, {"name": "d.csv"}, "pass path=", "name"),
+        ("d.csv", None, {"name": "ice_cream"}, "exactly one of name", None),
+        (None, None, {}, "exactly one of name", None),
+        # the file itself
+        ("nope.csv", None, {"target": "y"}, "file not found", "path"),
+        (".", None, {"target": "y"}, "not a regular file", "path"),
+        ("d.xlsx", "x", {"target": "y"}, "unsupported file type", "path"),
+        ("d.csv", "", {"target": "y"}, "the file is empty", "path"),
+        ("d.csv", "a,y\n", {"target": "y"}, "no data rows", "path"),
+        ("d.csv", "a,y\n1,2\nx,3\n", {"target": "y"}, "non-numeric value 'x'", "path"),
+        ("d.csv", "a,y\n1,2\nnan,3\n", {"target": "y"}, "non-finite value nan", "path"),
+        ("d.csv", "a,y\n1,2\n3\n", {"target": "y"}, "1 cells but the header has 2", "path"),
+        ("d.csv", "a,y\n1,2\n", {"target": "y"}, "only 1 data row", "path"),
+        ("d.csv", "a,y\n1,2\n1e39,3\n", {"target": "y"}, "does not fit in float32", "path"),
+        ("d.csv", "y\n1\n2\n", {"target": "y"}, "no feature column left", "path"),
+        ("d.npz", {"x": np.ones((4, 2)), "y": np.ones(3)}, {}, "different numbers", "path"),
+        # features= and target=
+        ("d.csv", _CSV, {"features": ["b"], "target": "y"}, "feature column 'b'", "features"),
+        ("d.csv", _CSV, {"features": ["a", "a"], "target": "y"}, "more than once", "features"),
+        ("d.csv", _CSV, {"features": [1], "target": "y"}, "strings", "features"),
+        ("d.csv", _CSV, {"features": ["a", "y"], "target": "y"}, "both a feature", "features"),
+        (None, None, {"name": "ice_cream", "features": ["tmp"]}, "did you mean", "features"),
+        ("d.npz", {"t": np.ones(4), "y": np.ones(4)}, {"features": ["x"]}, "'x'", "features"),
+        ("d.csv", _CSV, {"target": "z"}, "target column 'z' not found", "target"),
+        ("d.csv", _CSV, {}, "no target column given", "target"),
+        ("d.csv", _CSV, {"target": 1}, "a column name", "target"),
+        ("d.npz", {"x": np.ones((4, 2))}, {}, "no 'y'", "target"),
+        (None, None, {"name": "digits", "target": "label"}, "'pixels'", "target"),
+        # val_split=, split_seed=, dtype=
+        ("d.csv", _CSV, {"target": "y", "val_split": 1.0}, r"\[0, 1\)", "val_split"),
+        ("d.csv", _CSV, {"target": "y", "val_split": "0.2"}, "a number", "val_split"),
+        ("d.csv", _CSV, {"target": "y", "val_split": 0.9}, "no training row", "val_split"),
+        ("d.csv", _CSV, {"target": "y", "split_seed": -1}, "2\\*\\*32", "split_seed"),
+        ("d.csv", _CSV, {"target": "y", "split_seed": 0.5}, "an integer", "split_seed"),
+        ("d.csv", _CSV, {"target": "y", "dtype": np.int32}, "floating dtype", "dtype"),
+        ("d.csv", _CSV, {"target": "y", "dtype": "nonsense"}, "floating dtype", "dtype"),
+    ],
+    ids=[
+        "unknown-name",
+        "file-as-name",
+        "name-and-path",
+        "neither",
+        "not-found",
+        "directory",
+        "suffix",
+        "empty",
+        "header-only",
+        "non-numeric",
+        "nan",
+        "ragged",
+        "one-row",
+        "overflow",
+        "only-target",
+        "npz-lengths",
+        "missing-feature",
+        "duplicate-feature",
+        "feature-not-str",
+        "feature-is-target",
+        "builtin-missing-feature",
+        "npz-missing-feature",
+        "missing-target",
+        "no-target",
+        "target-not-str",
+        "npz-no-y",
+        "builtin-bad-target",
+        "val-split-range",
+        "val-split-type",
+        "no-training-row",
+        "split-seed-range",
+        "split-seed-type",
+        "int-dtype",
+        "unknown-dtype",
+    ],
+)
+def test_data_errors_name_the_argument_at_fault(tmp_path, file, content, kwargs, problem, key):
+    kwargs = dict(kwargs)
+    if file is not None:
+        path = tmp_path / file
+        if isinstance(content, dict):
+            np.savez(path, **content)
+        elif content is not None:
+            path.write_text(content)
+        kwargs["path"] = path
+    with pytest.raises(DataError, match=problem) as info:
+        load(**kwargs)
+    e = info.value
+    assert e.key == key
+    assert isinstance(e, ValueError)
+    assert str(e) == e.args[0] and not str(e).startswith("(")
+
+
+def test_data_error_key_attribute(monkeypatch):
+    e = DataError("x", "path")
+    assert str(e) == "x" and e.key == "path" and e.args == ("x",)
+    assert DataError("y").key is None
+    copy = pickle.loads(pickle.dumps(e))
+    assert str(copy) == "x" and copy.key == "path"
+    # A Dataset built from inconsistent arrays is no load() argument's fault.
+    with pytest.raises(DataError) as info:
+        Dataset(np.ones((3, 2)), np.ones(2), None, None, ("a", "b"), "y", "test")
+    assert info.value.key is None
+    # A problem with a built-in data set's data (not a user's file) is about name=.
+    one_row = (np.ones((1, 1)), np.ones(1), ["temp"], "cons", "one row", {})
+    monkeypatch.setitem(data_module._BUILTINS, "ice_cream", lambda features, target: one_row)
+    with pytest.raises(DataError, match="only 1 data row") as info:
+        load("ice_cream")
+    assert info.value.key == "name"
