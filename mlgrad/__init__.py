@@ -2,63 +2,89 @@
 
 Each concept of the lecture notes is one small function built on one JAX transformation;
 the same functions drive the compiled training of the notes' example models.
+
+The public names load on first use (PEP 562), so ``import mlgrad`` and the command line's
+``--help`` do not import JAX; ``mlgrad.gradient`` imports it the first time it is touched.
 """
 
-from mlgrad import numerical as numerical
-from mlgrad.backprop import BackpropTable as BackpropTable
-from mlgrad.backprop import backprop_table as backprop_table
-from mlgrad.derivatives import derivative as derivative
-from mlgrad.derivatives import directional_derivative as directional_derivative
-from mlgrad.derivatives import gradient as gradient
-from mlgrad.derivatives import partial_derivative as partial_derivative
-from mlgrad.jacobians import ChainRule as ChainRule
-from mlgrad.jacobians import chain_rule as chain_rule
-from mlgrad.jacobians import hessian as hessian
-from mlgrad.jacobians import hvp as hvp
-from mlgrad.jacobians import jacobian as jacobian
-from mlgrad.jacobians import value_and_jacobian as value_and_jacobian
-from mlgrad.numerical import GradientCheckError as GradientCheckError
-from mlgrad.numerical import check_grad as check_grad
-from mlgrad.numerical import difference_quotient as difference_quotient
-from mlgrad.taylor import Linearization as Linearization
-from mlgrad.taylor import Taylor as Taylor
-from mlgrad.taylor import linearization as linearization
-from mlgrad.taylor import taylor as taylor
-from mlgrad.training import FitResult as FitResult
-from mlgrad.training import SweepResult as SweepResult
-from mlgrad.training import TrainingDivergedError as TrainingDivergedError
-from mlgrad.training import TrainState as TrainState
-from mlgrad.training import fit as fit
-from mlgrad.training import sweep as sweep
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BackpropTable",
-    "ChainRule",
-    "FitResult",
-    "GradientCheckError",
-    "Linearization",
-    "SweepResult",
-    "Taylor",
-    "TrainState",
-    "TrainingDivergedError",
-    "__version__",
-    "backprop_table",
-    "chain_rule",
-    "check_grad",
-    "derivative",
-    "difference_quotient",
-    "directional_derivative",
-    "fit",
-    "gradient",
-    "hessian",
-    "hvp",
-    "jacobian",
-    "linearization",
-    "numerical",
-    "partial_derivative",
-    "sweep",
-    "taylor",
-    "value_and_jacobian",
-]
+# Public name -> the module that defines it (a module itself where the name is the module).
+_EXPORTS = {
+    "numerical": "mlgrad.numerical",
+    "BackpropTable": "mlgrad.backprop",
+    "backprop_table": "mlgrad.backprop",
+    "derivative": "mlgrad.derivatives",
+    "directional_derivative": "mlgrad.derivatives",
+    "gradient": "mlgrad.derivatives",
+    "partial_derivative": "mlgrad.derivatives",
+    "ChainRule": "mlgrad.jacobians",
+    "chain_rule": "mlgrad.jacobians",
+    "hessian": "mlgrad.jacobians",
+    "hvp": "mlgrad.jacobians",
+    "jacobian": "mlgrad.jacobians",
+    "value_and_jacobian": "mlgrad.jacobians",
+    "GradientCheckError": "mlgrad.numerical",
+    "check_grad": "mlgrad.numerical",
+    "difference_quotient": "mlgrad.numerical",
+    "Linearization": "mlgrad.taylor",
+    "Taylor": "mlgrad.taylor",
+    "linearization": "mlgrad.taylor",
+    "taylor": "mlgrad.taylor",
+    "FitResult": "mlgrad.training",
+    "SweepResult": "mlgrad.training",
+    "TrainingDivergedError": "mlgrad.training",
+    "TrainState": "mlgrad.training",
+    "fit": "mlgrad.training",
+    "sweep": "mlgrad.training",
+}
+
+if TYPE_CHECKING:  # what type checkers and editors see: every name, eagerly
+    from mlgrad import numerical as numerical
+    from mlgrad.backprop import BackpropTable as BackpropTable
+    from mlgrad.backprop import backprop_table as backprop_table
+    from mlgrad.derivatives import derivative as derivative
+    from mlgrad.derivatives import directional_derivative as directional_derivative
+    from mlgrad.derivatives import gradient as gradient
+    from mlgrad.derivatives import partial_derivative as partial_derivative
+    from mlgrad.jacobians import ChainRule as ChainRule
+    from mlgrad.jacobians import chain_rule as chain_rule
+    from mlgrad.jacobians import hessian as hessian
+    from mlgrad.jacobians import hvp as hvp
+    from mlgrad.jacobians import jacobian as jacobian
+    from mlgrad.jacobians import value_and_jacobian as value_and_jacobian
+    from mlgrad.numerical import GradientCheckError as GradientCheckError
+    from mlgrad.numerical import check_grad as check_grad
+    from mlgrad.numerical import difference_quotient as difference_quotient
+    from mlgrad.taylor import Linearization as Linearization
+    from mlgrad.taylor import Taylor as Taylor
+    from mlgrad.taylor import linearization as linearization
+    from mlgrad.taylor import taylor as taylor
+    from mlgrad.training import FitResult as FitResult
+    from mlgrad.training import SweepResult as SweepResult
+    from mlgrad.training import TrainingDivergedError as TrainingDivergedError
+    from mlgrad.training import TrainState as TrainState
+    from mlgrad.training import fit as fit
+    from mlgrad.training import sweep as sweep
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'mlgrad' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name == f"mlgrad.{name}" else getattr(module, name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = ["__version__", *sorted(_EXPORTS)]

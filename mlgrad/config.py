@@ -62,6 +62,7 @@ __all__ = [
     "read_config_file",
     "schedule_names",
     "to_yaml",
+    "validate_config",
 ]
 
 #: Largest step count (the engine's step counter is an int32).
@@ -1006,6 +1007,51 @@ def load_config(
     except ConfigError as e:
         origin = _origin(e.key, origins, path) if e.key else str(path)
         raise ConfigError(f"{origin}: {e}", e.key) from None
+
+
+def validate_config(
+    config: DictConfig | Mapping, overrides: Sequence[str] = ()
+) -> tuple[DictConfig, Any]:
+    """Validates a config built in Python, as :func:`load_config` validates a file's.
+
+    Args:
+        config: a ``DictConfig`` (for example from :func:`load_config`) or a plain mapping of
+            the same sections (``name``, ``model``, ``data``, ``optimizer``, ``train``).
+        overrides: ``key=value`` strings applied in order, as in :func:`load_config`.
+
+    Returns:
+        ``(cfg, model_module)``, as :func:`load_config`.
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+
+    Example:
+        >>> cfg, _ = load_config("configs/linear_regression.yaml")
+        >>> validate_config(cfg, ["train.steps=5"])[0].train.steps
+        5
+    """
+    if isinstance(config, DictConfig):
+        tree = OmegaConf.to_container(config, resolve=True)
+    elif isinstance(config, Mapping):
+        tree = _plain_copy(config)
+    else:
+        raise ConfigError(
+            f"a config must be a DictConfig or a mapping of its sections, got "
+            f"{_typename(config)}; to load a YAML file use load_config(path).",
+            "",
+        )
+    tree.setdefault("name", "run")
+    for text in overrides:
+        _apply_override(tree, *parse_override(text))
+    return _validate(tree, Path.cwd())
+
+
+def _plain_copy(tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {k: _plain_copy(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [_plain_copy(v) for v in tree]
+    return tree
 
 
 def _validate(tree: dict, base: Path) -> tuple[DictConfig, Any]:

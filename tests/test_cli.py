@@ -17,8 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from mlgrad.cli import _initial_state, _prepare
 from mlgrad.data import load
+from mlgrad.runs import initial_state, prepare
 from mlgrad.training.checkpoint import all_steps, restore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +38,8 @@ def _listing(path: Path) -> list[str]:
 
 def _state(run_dir: Path, step: int | None = None):
     """The train state in a run directory's checkpoint (default: the latest)."""
-    setup = _prepare(run_dir / "config.yaml", [])
-    return restore(run_dir / "checkpoints", _initial_state(setup), step)
+    setup = prepare(run_dir / "config.yaml")
+    return restore(run_dir / "checkpoints", initial_state(setup), step)
 
 
 def _leaves(tree) -> list[np.ndarray]:
@@ -371,7 +371,7 @@ def test_compilation_cache_is_written_and_jax_config_restored(cli, cache_dir):
 def _subprocess(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLGRAD_CACHE_DIR": str(cache)}
     return subprocess.run(
-        [sys.executable, "-m", "mlgrad.cli", *args],
+        [sys.executable, "-m", "mlgrad", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

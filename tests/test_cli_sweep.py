@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from mlgrad.config import load_config
-from mlgrad.sweep_cli import parse_axes, plan, split_values
+from mlgrad.runs import rundir
+from mlgrad.runs import sweep as run_sweep
+from mlgrad.runs.sweep_plan import parse_axes, plan, split_values
 
 # The module (mlgrad.training.sweep is also the name of the function it exports).
 sweep_module = importlib.import_module("mlgrad.training.sweep")
@@ -431,8 +433,6 @@ def test_help_lists_sweep(cli):
 
 
 def test_interrupt_or_failed_write_leaves_nothing(cli, monkeypatch):
-    import mlgrad.sweep_cli as sweep_cli
-
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
@@ -443,14 +443,14 @@ def test_interrupt_or_failed_write_leaves_nothing(cli, monkeypatch):
     assert _listing(Path.cwd()) == []
     monkeypatch.setattr(sweep_module, "sweep", real_sweep)
 
-    real = sweep_cli._write_atomic
+    real = rundir.write_atomic
 
     def disk_full_at_the_summary(path, text):
         if path.name == "sweep.json":
             raise OSError(28, "No space left on device")
         real(path, text)
 
-    monkeypatch.setattr(sweep_cli, "_write_atomic", disk_full_at_the_summary)
+    monkeypatch.setattr(rundir, "write_atomic", disk_full_at_the_summary)
     res = cli("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw", "--no-plots")
     assert res.code == 1 and "No space left" in res.err
     assert _listing(Path.cwd()) == []  # the files written before are removed, and the dir
@@ -460,30 +460,28 @@ def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
     """A sweep claims its run directory before it trains: one that starts while another is
     training into the same --out (after both found it empty) exits 2 and writes nothing; a
     default directory name moves on to the next free one."""
-    import mlgrad.sweep_cli as sweep_cli
-
-    claim = sweep_cli.CLAIM
-    real_train = sweep_cli._train
+    claim = rundir.CLAIM
+    real_train = run_sweep._train_groups
 
     def another_sweep_starts_meanwhile(*args, **kwargs):
         out = Path("sw")
         assert (out / claim).is_file()  # ours, held while training
-        monkeypatch.setattr(sweep_cli, "_check_empty", lambda run_dir: None)  # raced past it
+        monkeypatch.setattr(rundir, "check_empty", lambda *a, **k: None)  # raced past it
         second = cli("sweep", LR, "seed=5", "train.steps=2", "--out", "sw", "--no-plots")
         second.assert_user_error()
         assert "another sweep is writing to sw" in second.err
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_cli, "_train", another_sweep_starts_meanwhile)
+    monkeypatch.setattr(run_sweep, "_train_groups", another_sweep_starts_meanwhile)
     res = cli("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw", "--no-plots", "-q")
     assert res.code == 0, res.err
     assert _listing(Path("sw")) == ["config.yaml", "sweep.csv", "sweep.json"]  # claim gone
     assert [r["seed"] for r in _rows(Path("sw"))] == ["0", "1"]
 
     # A default name that another sweep claimed after this one chose it: the next one.
-    monkeypatch.setattr(sweep_cli, "_train", real_train)
+    monkeypatch.setattr(run_sweep, "_train_groups", real_train)
     names = iter(["runs/a", "runs/b"])
-    monkeypatch.setattr(sweep_cli, "_default_run_dir", lambda name: Path(next(names)))
+    monkeypatch.setattr(rundir, "default_run_dir", lambda name: Path(next(names)))
     Path("runs/a").mkdir(parents=True)
     (Path("runs/a") / claim).write_text("1\n")
     res = cli("sweep", LR, "seed=0", "train.steps=2", "--no-plots", "-q")

@@ -20,7 +20,8 @@ import jax
 import numpy as np
 import pytest
 
-from mlgrad.cli import _initial_state, _prepare, main
+from mlgrad.cli import main
+from mlgrad.runs import initial_state, prepare
 from mlgrad.training.checkpoint import restore
 from mlgrad.training.parallel import data_mesh
 
@@ -62,8 +63,8 @@ def _finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str
 
 
 def _state(run_dir: Path):
-    setup = _prepare(run_dir / "config.yaml", [])
-    return restore(run_dir / "checkpoints", _initial_state(setup))
+    setup = prepare(run_dir / "config.yaml")
+    return restore(run_dir / "checkpoints", initial_state(setup))
 
 
 def _leaves(tree) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ What is already covered elsewhere (and only referenced here):
 * ``load_config`` fuzzing: ``tests/test_config.py`` (here: the CLI entry with ``--dry-run``).
 
 Crash safety: a real ``python -m mlgrad train`` subprocess is SIGKILLed, either by the test
-hook ``MLGRAD_TEST_KILL_AT=EVENT:N`` (:func:`mlgrad.cli.kill_point`: an exact moment, e.g. a
+hook ``MLGRAD_TEST_KILL_AT=EVENT:N`` (:func:`mlgrad._faults.kill_point`: an exact moment, e.g. a
 checkpoint written to orbax's temporary directory but not yet committed) or from outside after a
 random delay. The latest complete checkpoint must then load, and ``--resume`` (in-process, to
 save an interpreter start) must end with a train state and metrics bit-identical to an
@@ -34,8 +34,10 @@ import jax
 import numpy as np
 import pytest
 
-from mlgrad import cli
-from mlgrad.cli import KILL_ENV, _initial_state, _prepare, main
+from mlgrad import runs
+from mlgrad._faults import KILL_ENV
+from mlgrad.cli import main
+from mlgrad.runs import initial_state, prepare, rundir
 from mlgrad.training.checkpoint import all_steps, restore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +76,8 @@ def reference(tmp_path_factory, cache_dir):
 
 def _state(run_dir: Path, step: int | None = None):
     """The train state of a run directory's checkpoint (default: the latest)."""
-    setup = _prepare(run_dir / "config.yaml", [])
-    return restore(run_dir / "checkpoints", _initial_state(setup), step)
+    setup = prepare(run_dir / "config.yaml")
+    return restore(run_dir / "checkpoints", initial_state(setup), step)
 
 
 def _assert_same_run(run: Path, ref: Path) -> None:
@@ -90,7 +92,10 @@ def _assert_same_run(run: Path, ref: Path) -> None:
 
 
 def _spawn(out: Path, kill_at: str | None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1])}  # this mlgrad
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(rundir.__file__).resolve().parents[2]),
+    }  # this mlgrad
     env.pop(KILL_ENV, None)
     if kill_at:
         env[KILL_ENV] = kill_at
@@ -241,7 +246,7 @@ def test_fuzzed_configs_through_the_cli_exit_0_or_2_and_never_train(tmp_path, mo
     def never_train(*args, **kwargs):
         raise AssertionError("--dry-run must never train")
 
-    monkeypatch.setattr(cli, "_run", never_train)
+    monkeypatch.setattr(runs, "train_run", never_train)
 
     value = st.one_of(st.sampled_from(_VALUES), st.text(max_size=8))
     override = st.one_of(
@@ -522,7 +527,7 @@ def test_checkpoint_write_failing_part_way_exits_1_and_resume_is_bit_identical(
 def test_metrics_write_failing_exits_1_and_resume_is_bit_identical(
     tmp_path, monkeypatch, capsys, reference
 ):
-    original = cli._write_atomic
+    original = rundir.write_atomic
     calls = []
 
     def disk_full_when_metrics_reach_step_60(path, text):
@@ -535,7 +540,7 @@ def test_metrics_write_failing_exits_1_and_resume_is_bit_identical(
 
     out = tmp_path / "run"
     with monkeypatch.context() as m:
-        m.setattr(cli, "_write_atomic", disk_full_when_metrics_reach_step_60)
+        m.setattr(rundir, "write_atomic", disk_full_when_metrics_reach_step_60)
         assert _train(*CRASH, "--out", out) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("error: ") == 1 and "Traceback" not in err

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mlgrad import _faults
 from mlgrad.training.fit import TrainState
 
 PathLike = str | os.PathLike
@@ -69,22 +70,20 @@ def _handler() -> ocp.StandardCheckpointHandler:
     """orbax's handler for a PyTree of arrays.
 
     Test hook (only with ``$MLGRAD_TEST_KILL_AT=checkpoint_tmp:N``, see
-    :func:`mlgrad.cli.kill_point`): the handler writes the checkpoint's files into orbax's
+    :func:`mlgrad._faults.kill_point`): the handler writes the checkpoint's files into orbax's
     temporary directory, then reaches the ``checkpoint_tmp`` kill point before orbax commits
     (renames) it.
     """
     handler = ocp.StandardCheckpointHandler()
-    if not os.environ.get("MLGRAD_TEST_KILL_AT", "").startswith("checkpoint_tmp:"):
+    if not _faults.armed("checkpoint_tmp"):
         return handler
     save = handler.async_save
 
     async def save_then_kill(*args: Any, **kwargs: Any) -> Any:
-        from mlgrad.cli import kill_point
-
         futures = await save(*args, **kwargs)
         for f in futures or []:
             f.result()
-        kill_point("checkpoint_tmp")
+        _faults.kill_point("checkpoint_tmp")
         return futures
 
     handler.async_save = save_then_kill  # type: ignore[method-assign]

@@ -1,0 +1,85 @@
+"""The ``mlgrad`` command line: parse the arguments, call :mod:`mlgrad.runs`, map its
+exceptions to exit codes and one ``error:`` paragraph. Nothing else lives here.
+
+::
+
+    mlgrad train CONFIG [key=value ...] [--out DIR] [--resume] [--dry-run] [--quiet]
+    mlgrad eval RUN_DIR [--json]
+    mlgrad sweep CONFIG [key=v1,v2,... ...] [--out DIR] [--dry-run] [--quiet]
+
+Exit codes: 0 success; 2 a usage, config or data error (reported before anything is written);
+1 a failure during training (divergence, a disk error); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from mlgrad.cli.parsers import parse
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_INTERRUPTED = {
+    "train": "interrupted; continue with: mlgrad train CONFIG --out RUN_DIR --resume",
+    "eval": "interrupted",
+    "sweep": "interrupted; the sweep wrote nothing (its results are written at the end)",
+}
+
+
+def _error(text: str) -> None:
+    print(f"error: {text}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``mlgrad`` command line; returns the exit code (the console script exits
+    with it).
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 success; 1 failure during training; 2 usage, config or data error (nothing
+        written); 130 interrupted.
+
+    Example:
+        >>> main(["train", "configs/linear_regression.yaml", "--dry-run"])  # doctest: +SKIP
+        0
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        command, args = parse(argv)
+    except SystemExit as e:  # argparse: --help, --version (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+
+    from mlgrad.cli import commands
+    from mlgrad.config import ConfigError
+    from mlgrad.data import DataError
+    from mlgrad.runs import RunError, UsageError
+
+    try:
+        return commands.COMMANDS[command](args)
+    except (ConfigError, DataError, UsageError) as e:
+        _error(str(e))
+        return EXIT_USAGE
+    except RunError as e:
+        _error(str(e))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _error(_INTERRUPTED[command])
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if os.environ.get("MLGRAD_DEBUG"):
+            raise
+        _error(
+            f"{command} failed unexpectedly: {type(e).__name__}: {e}. This is likely a bug "
+            "in mlgrad; rerun with MLGRAD_DEBUG=1 for the traceback and report it."
+        )
+        return EXIT_FAILURE
+
+
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]

@@ -1,0 +1,186 @@
+"""The ``mlgrad`` command line's arguments (argparse only: nothing here imports JAX, so
+``--help`` and argument errors answer at once)."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+
+COMMANDS = ("train", "eval", "sweep")
+
+
+def _version() -> str:
+    try:
+        import mlgrad
+
+        return str(mlgrad.__version__)
+    except (ImportError, AttributeError):  # pragma: no cover
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("mlgrad")
+        except PackageNotFoundError:
+            return "unknown"
+
+
+_DESCRIPTION = (
+    "Train the lecture notes' example models with XLA-compiled gradient descent, from a "
+    "config file. Exit codes: 0 success, 1 failure during training, 2 usage/config/data error."
+)
+
+
+def main_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlgrad",
+        description=_DESCRIPTION,
+        epilog="Run 'mlgrad COMMAND --help' for a command's options. Example: "
+        "mlgrad train configs/linear_regression.yaml train.steps=500",
+    )
+    parser.add_argument("--version", action="version", version=f"mlgrad {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("train", help="train a model from a config into a run directory")
+    sub.add_parser("eval", help="report the metrics of a saved run from its latest checkpoint")
+    sub.add_parser(
+        "sweep", help="train every combination of config values (seeds x learning rates vmapped)"
+    )
+    return parser
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlgrad train",
+        description="Train the model of CONFIG (a YAML file) and write a run directory with the "
+        "resolved config, metrics.jsonl, checkpoints, summary.json and PNG plots.",
+        epilog="Examples:\n"
+        "  mlgrad train configs/linear_regression.yaml\n"
+        "  mlgrad train configs/linear_regression.yaml optimizer.learning_rate=0.05 "
+        "train.steps=500\n"
+        "  mlgrad train configs/linear_regression_multi.yaml data.features=[temp,price]\n"
+        "  mlgrad train configs/logistic.yaml --out runs/lr --resume train.steps=6000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", metavar="CONFIG", help="the run config (YAML), e.g. configs/*.yaml")
+    p.add_argument(
+        "overrides",
+        metavar="KEY=VALUE",
+        nargs="*",
+        help="dotted overrides applied to the config, e.g. train.steps=500 "
+        "data.features=[temp,price] (values are YAML)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="the run directory (default: runs/<name>-<UTC timestamp> under the current "
+        "directory); an existing non-empty DIR is refused unless --resume is given",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out DIR from its latest checkpoint up to train.steps; "
+        "any other change to the saved config is refused",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the config and the data, print the resolved config, write nothing",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or info lines")
+    p.add_argument("--no-plots", action="store_true", help="skip writing the PNG figures")
+    group = p.add_argument_group(
+        "several processes",
+        "one process per host; each runs the same command with its own --process-id\n"
+        "and the same --out, on a file system all hosts share",
+    )
+    group.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="address of process 0's coordinator (default: $JAX_COORDINATOR_ADDRESS); "
+        "given, the processes join with jax.distributed.initialize",
+    )
+    group.add_argument(
+        "--num-processes",
+        metavar="N",
+        type=int,
+        help="how many processes take part (default: $JAX_NUM_PROCESSES, or what JAX detects "
+        "on a cluster such as SLURM)",
+    )
+    group.add_argument(
+        "--process-id",
+        metavar="I",
+        type=int,
+        help="this process's index, 0 to N-1 (default: $JAX_PROCESS_ID, or detected); "
+        "process 0 writes the logs, plots and summary",
+    )
+    return p
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlgrad eval",
+        description="Report the metrics of a saved run (its latest checkpoint) on the training "
+        "and validation splits. Writes nothing.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by mlgrad train")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    return p
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    """The options of ``mlgrad sweep``."""
+    p = argparse.ArgumentParser(
+        prog="mlgrad sweep",
+        description="Train every combination of the given config values (the Cartesian "
+        "product, in argument order). Runs that differ only in seed and "
+        "optimizer.learning_rate train as one vmapped, compiled program; other swept keys "
+        "(layer sizes, features, ...) make groups trained one after the other. Writes "
+        "sweep.csv, sweep.json, config.yaml and loss_curves.png into one run directory and "
+        "prints the table of runs (the best marked *). Exit codes: 0 done (diverged runs are "
+        "reported, not fatal), 1 every run diverged or training failed, 2 usage/config/data "
+        "error (nothing written).",
+        epilog="Examples:\n"
+        "  mlgrad sweep configs/linear_regression.yaml seed=0,1,2 "
+        "optimizer.learning_rate=0.01,0.1,1.0\n"
+        "  mlgrad sweep configs/linear_regression_multi.yaml "
+        "data.features=[temp],[temp,price] optimizer.learning_rate=0.1,0.3 train.steps=300\n"
+        "  mlgrad sweep configs/autoencoder.yaml model.latent=4,8,16 seed=0,1 --out runs/ae",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", metavar="CONFIG", help="the base run config (YAML)")
+    p.add_argument(
+        "axes",
+        metavar="KEY=V1,V2,...",
+        nargs="*",
+        help="a dotted key and its values, split on top-level commas (lists such as "
+        "[temp,price] and quoted strings stay whole; each value is YAML, as in mlgrad train); "
+        "one value is a plain override of every run",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="the run directory (default: runs/<name>-sweep-<UTC timestamp>); must be new or empty",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate every combination, print the runs and their groups, write nothing",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no info lines on stderr")
+    p.add_argument("--no-plots", action="store_true", help="skip loss_curves.png")
+    return p
+
+
+def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
+    """Dispatches on the command, then parses its options (overrides may come anywhere)."""
+    top = main_parser()
+    if not argv or argv[0].startswith("-"):
+        top.parse_args(argv)  # --help / --version exit here; anything else is an error
+        top.error(f"missing COMMAND ({', '.join(COMMANDS)})")
+    command = argv[0]
+    if command not in COMMANDS:
+        match = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"; did you mean '{match[0]}'?" if match else ""
+        top.error(f"unknown command {command!r}{hint} (choose from {', '.join(COMMANDS)})")
+    if command == "sweep":
+        return command, sweep_parser().parse_intermixed_args(argv[1:])
+    parser = train_parser() if command == "train" else eval_parser()
+    return command, parser.parse_intermixed_args(argv[1:])

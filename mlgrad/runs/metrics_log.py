@@ -1,0 +1,70 @@
+"""``metrics.jsonl``: one JSON object per logged step, rewritten atomically (throttled)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from mlgrad.runs import rundir
+
+#: metrics.jsonl is rewritten at most this often (seconds), and at every checkpoint.
+FLUSH_S = 2.0
+
+
+class MetricsLog:
+    """The records of a run by step; :meth:`flush` rewrites the whole file atomically.
+
+    Args:
+        path: the file.
+        records: the records to start from (a resumed run's, up to its checkpoint).
+        write: False on the processes other than 0 of a multi-process run (they only record).
+    """
+
+    def __init__(
+        self, path: Path, records: list[dict] | None = None, *, write: bool = True
+    ) -> None:
+        self.path = path
+        self.records: list[dict] = list(records or [])
+        self._by_step = {r["step"]: r for r in self.records}
+        self._flushed = 0.0
+        self._write = write
+
+    @staticmethod
+    def read(path: Path) -> list[dict]:
+        """The records of a metrics file; a torn last line (a killed write) is skipped."""
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+        return records
+
+    def record(self, step: int, **values: Any) -> dict:
+        """Sets ``values`` (NaN and infinities as null) in the record of ``step``."""
+        rec = self._by_step.get(step)
+        if rec is None:
+            rec = self._by_step[step] = {"step": step}
+            self.records.append(rec)
+        rec.update({k: rundir.finite_or_none(v) for k, v in values.items()})
+        return rec
+
+    def flush(self, *, force: bool = False) -> None:
+        """Rewrites the file, unless it was written less than :data:`FLUSH_S` ago."""
+        now = time.monotonic()
+        if not self._write or (not force and now - self._flushed < FLUSH_S):
+            return
+        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
+        rundir.write_atomic(self.path, text)
+        self._flushed = now
+
+    def curve(self, name: str) -> tuple[list[int], list[float]]:
+        """The steps and values of the metric ``name`` where it was recorded (not null)."""
+        pairs = [(r["step"], r[name]) for r in self.records if r.get(name) is not None]
+        return [s for s, _ in pairs], [v for _, v in pairs]

@@ -1,0 +1,473 @@
+"""Train a config into a run directory: :func:`train_and_evaluate`.
+
+A run directory (``runs/<name>-<UTC timestamp>/``, or exactly the ``workdir`` given) holds:
+
+* ``config.yaml``: the resolved config (defaults filled in, data path absolute);
+* ``metrics.jsonl``: one JSON object per logged step: ``step``, ``train_loss`` (the loss of
+  that step's batch before its update), and at evaluation steps ``val_loss`` and the model's
+  other validation metrics (``val_accuracy``); rewritten atomically;
+* ``checkpoints/``: orbax checkpoints of the full train state (params, optimizer state, step,
+  PRNG key) at step 0, every ``train.checkpoint_every`` steps and at the end (the newest
+  ``train.keep_checkpoints`` and the one at step 0 are kept);
+* ``summary.json``: final ``metrics`` (``train_loss``; with a validation split ``val_loss``
+  and, for classifiers, ``val_accuracy``), the model's report (e.g. ``coefficients`` in data
+  units and ``intercept``), ``wall_time_s``, ``devices``, ``steps``, ``name``, ``config``;
+* PNG figures: ``loss.png`` and the model's own (``fit.png``, ``loss_surface.png``, ...).
+
+The gradient-descent path over the loss surface needs the parameters after every step, so
+``fit`` records them (``trace_params=True``) exactly when the model has at most two scalar
+parameters (single-feature linear regression: slope and intercept); for larger models the
+trace would cost memory and there is no 2-D surface to draw it on.
+
+``resume=True`` continues the run in ``workdir`` from its latest complete checkpoint up to
+``train.steps``; any other difference from the saved config is refused. Training N steps and
+resuming to 2N gives bit-identical parameters to 2N uninterrupted steps.
+
+With several processes (joined first with :func:`mlgrad.runs.join_processes`) every process
+trains and saves its part of the checkpoints; only process 0 writes the logs, the summary and
+the figures, and a write failure there stops every process together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mlgrad import _faults
+from mlgrad.runs import rundir, runtime
+from mlgrad.runs.console import Console
+from mlgrad.runs.errors import RunError, UsageError
+from mlgrad.runs.metrics_log import MetricsLog
+from mlgrad.runs.setup import (
+    Setup,
+    as_batch,
+    chunk_size,
+    final_metrics,
+    initial_state,
+    param_count,
+    prepare,
+)
+
+#: Keys of the config that may change when a run is resumed.
+RESUMABLE_CHANGES = ("train.steps", "train.devices")
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """A run validated and ready to train (:func:`prepare_run`); nothing written yet."""
+
+    setup: Setup
+    run_dir: Path
+    resume: bool = False
+
+
+def train_and_evaluate(
+    config: str | Path | Any,
+    workdir: str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    plots: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any] | None:
+    """Trains the model of ``config`` into the run directory ``workdir`` and evaluates it:
+    what ``mlgrad train CONFIG [overrides] --out WORKDIR`` does.
+
+    Args:
+        config: a YAML file, or a config from :func:`mlgrad.config.load_config`.
+        workdir: the run directory (default: ``runs/<name>-<UTC timestamp>``); it must be new
+            or empty, unless ``resume``.
+        overrides: dotted ``key=value`` overrides of the config.
+        resume: continue the run in ``workdir`` from its latest checkpoint.
+        plots: write the PNG figures.
+        console: where info lines go (default: stderr).
+
+    Returns:
+        The run's summary (what ``summary.json`` holds); None on the processes other than 0
+        of a multi-process run.
+
+    Raises:
+        ConfigError, DataError, UsageError: a mistake found before anything was written.
+        RunError: training diverged, or writing the run directory failed.
+
+    Example:
+        >>> summary = train_and_evaluate(  # doctest: +SKIP
+        ...     "configs/linear_regression.yaml", "runs/lr", overrides=["train.steps=500"])
+        >>> summary["metrics"]["train_loss"]  # doctest: +SKIP
+    """
+    plan = prepare_run(config, workdir, overrides=overrides, resume=resume)
+    return train_run(plan, plots=plots, console=console)
+
+
+def prepare_run(
+    config: str | Path | Any,
+    workdir: str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+) -> RunPlan:
+    """Validates everything a run needs (config, data, model, devices, the run directory and,
+    with ``resume``, that the saved run can be continued), writing nothing: ``--dry-run``.
+
+    Raises:
+        ConfigError, DataError, UsageError: naming what is wrong.
+    """
+    if resume and workdir is None:
+        raise UsageError("--resume needs --out DIR, the run directory to continue.")
+    setup = prepare(config, overrides)
+    if workdir is None:  # several processes agree on process 0's timestamp
+        run_dir = Path(runtime.agree(str(rundir.default_run_dir(setup.cfg.name))))
+    else:
+        run_dir = Path(workdir)
+    rundir.check_can_create(run_dir)
+    if resume:
+        if not run_dir.is_dir():
+            raise UsageError(f"--resume: {run_dir} does not exist, so there is no run to resume.")
+        check_resumable(setup, run_dir)
+    else:
+        rundir.check_empty(
+            run_dir, advice="Pass --resume to continue the run in it, or choose another --out."
+        )
+    return RunPlan(setup, run_dir, resume)
+
+
+def check_resumable(setup: Setup, run_dir: Path) -> None:
+    """Refuses to resume a run whose saved config differs (other than
+    :data:`RESUMABLE_CHANGES`)."""
+    from omegaconf import OmegaConf
+
+    from mlgrad.config import ConfigError, config_diff, read_config_file
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise UsageError(
+            f"--resume: {run_dir} holds no config.yaml, so there is no run to resume there. "
+            "Give the run directory of an earlier 'mlgrad train ... --out DIR'."
+        )
+    try:
+        saved = read_config_file(saved_path)
+    except ConfigError as e:
+        raise UsageError(f"--resume: cannot read the saved config: {e}") from None
+    current = OmegaConf.to_container(setup.cfg, resolve=True)
+    differ = [k for k in config_diff(saved, current) if k not in RESUMABLE_CHANGES]
+    if differ:
+        flat_saved, flat_now = _flat(saved), _flat(current)
+        changes = "; ".join(
+            f"`{k}` was {_short(flat_saved.get(k))}, now {_short(flat_now.get(k))}" for k in differ
+        )
+        raise UsageError(
+            f"--resume: the config differs from the saved run in {run_dir} ({changes}). "
+            "Only train.steps and train.devices may change when resuming; start a new run "
+            "(another --out) to train with other settings."
+        )
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: tree}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def train_run(
+    plan: RunPlan, *, plots: bool = True, console: Console | None = None
+) -> dict[str, Any] | None:
+    """Trains a prepared run (:func:`prepare_run`) and writes its run directory.
+
+    Returns:
+        The summary, as :func:`train_and_evaluate`.
+    """
+    runtime.barrier("mlgrad train: checked")  # every process checked before 0 writes
+    with runtime.compilation_cache(console):
+        return _Training(plan, console or Console()).run(plots=plots)
+
+
+class _Training:
+    """One run from its first checkpoint to its summary, in the order the steps happen."""
+
+    def __init__(self, plan: RunPlan, console: Console) -> None:
+        self.setup, self.run_dir, self.resuming = plan.setup, plan.run_dir, plan.resume
+        self.cfg = plan.setup.cfg
+        self.console = console
+        self.primary = runtime.is_primary()  # the only writer of logs, plots and the summary
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", write=False)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.t0 = time.perf_counter()
+
+    def run(self, *, plots: bool) -> dict[str, Any] | None:
+        state0 = self._initial_state()
+        state, start = self._restore(state0)
+        self._open_run_dir(start)
+        self._announce(state0, start)
+        state, result = self._train(state, start)
+        if not self.primary:
+            return None
+        return self._finish(state, result, start, plots=plots)
+
+    # -- before training ------------------------------------------------------------------
+
+    def _initial_state(self) -> Any:
+        state0 = initial_state(self.setup)
+        if self.setup.mesh is not None:  # checkpoints save and restore it replicated
+            from mlgrad.training.parallel import place, replicated
+
+            state0 = place(state0, replicated(self.setup.mesh))
+        return state0
+
+    def _restore(self, state0: Any) -> tuple[Any, int]:
+        """The state to continue from (the latest checkpoint when resuming) and its step."""
+        from mlgrad.training.checkpoint import Checkpointer
+
+        if not self.resuming:
+            return state0, 0
+        ckpt = Checkpointer(self.ckpt_dir)
+        try:
+            state = ckpt.restore(state0) if ckpt.latest_step() is not None else state0
+        except ValueError as e:
+            raise UsageError(f"--resume: {e}") from None
+        finally:
+            ckpt.close()
+        start, steps = int(state.step), self.cfg.train.steps
+        if start > steps:
+            raise UsageError(
+                f"--resume: the run in {self.run_dir} is already at step {start}, past "
+                f"train.steps={steps}; pass train.steps={start} or more."
+            )
+        return state, start
+
+    def _open_run_dir(self, start: int) -> None:
+        """Process 0 writes config.yaml and the metrics so far; every process waits for it
+        (the others save checkpoints into the directory) and stops with it on failure."""
+        from mlgrad.config import to_yaml
+
+        failure = None
+        try:
+            if self.primary:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                rundir.remove_leftovers(self.run_dir)
+                rundir.write_atomic(self.run_dir / "config.yaml", to_yaml(self.cfg))
+                kept = [r for r in MetricsLog.read(self.log.path) if r["step"] <= start]
+                self.log = MetricsLog(self.log.path, kept if self.resuming else None)
+                if self.resuming:  # stale until this run finishes
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.run_dir / "summary.json").unlink()
+                self.log.flush(force=True)
+        except OSError as e:
+            failure = f"cannot write the run directory {self.run_dir}: {e.strerror or e}"
+        runtime.stop_together(failure, self.run_dir)
+
+    def _announce(self, state0: Any, start: int) -> None:
+        cfg, info = self.cfg, self.console.info
+        what = "training"
+        if self.resuming and start == cfg.train.steps:
+            what = f"already at step {start}; rewriting the summary and figures of"
+        elif self.resuming and start:
+            what = f"resuming at step {start} of"
+        info(
+            f"mlgrad: {what} {cfg.name} ({self.setup.module.__name__}, "
+            f"{param_count(state0.params)} parameters) for {cfg.train.steps} steps "
+            f"-> {self.run_dir}"
+        )
+        info(f"data: {self.setup.data.source}")
+        info(f"devices: {runtime.describe_mesh(self.setup.mesh)}")
+
+    # -- training -------------------------------------------------------------------------
+
+    def _train(self, state: Any, start: int) -> tuple[Any, Any]:
+        """``fit`` from ``state`` to ``train.steps``, logging and checkpointing each chunk."""
+        from mlgrad.training import TrainingDivergedError, fit
+        from mlgrad.training.checkpoint import Checkpointer, CheckpointError
+
+        setup, train_cfg = self.setup, self.cfg.train
+        val_batch = self._val_batch()
+        self.ckpt = Checkpointer(self.ckpt_dir, keep=train_cfg.keep_checkpoints)
+        result = None
+        try:
+            if runtime.is_multiprocess():
+                self.ckpt.open_for_writing()
+            if start == 0:
+                self._save(state)
+            if start < train_cfg.steps:
+                result = fit(
+                    setup.model.loss,
+                    None,
+                    as_batch(setup.data.train),
+                    optimizer=setup.optimizer,
+                    steps=train_cfg.steps,
+                    batch_size=train_cfg.batch_size,
+                    val_data=val_batch,
+                    eval_every=train_cfg.eval_every if val_batch is not None else None,
+                    state=state,
+                    chunk_size=chunk_size(train_cfg, val_batch is not None),
+                    callback=self._chunk_callback(val_batch),
+                    progress=self.console.progress,
+                    trace_params=param_count(state.params) <= 2,
+                    devices=1 if setup.mesh is None else list(setup.mesh.devices.flat),
+                )
+                state = result.state
+        except TrainingDivergedError as e:
+            raise self._diverged(e, start) from None
+        except (CheckpointError, OSError) as e:
+            raise RunError(f"writing the run directory {self.run_dir} failed: {e}") from None
+        finally:
+            self.ckpt.close()
+        return state, result
+
+    def _val_batch(self) -> Any:
+        data, mesh = self.setup.data, self.setup.mesh
+        if data.val is None:
+            return None
+        batch = as_batch(data.val)
+        if mesh is not None:
+            from mlgrad.training.parallel import place, replicated
+
+            batch = place(batch, replicated(mesh))
+        return batch
+
+    def _save(self, state: Any) -> None:
+        if int(state.step) not in self.ckpt.all_steps():
+            self.ckpt.save(state)
+            _faults.kill_point("checkpoint_saved")
+
+    def _chunk_callback(self, val_batch: Any) -> Any:
+        """``fit``'s callback: log the chunk's losses (and validation metrics), flush the
+        metrics, then checkpoint, so after a crash the metrics are never behind a checkpoint."""
+        import jax
+
+        train_cfg, log = self.cfg.train, self.log
+        steps = train_cfg.steps
+        val_metrics = jax.jit(self.setup.model.metrics)
+
+        def on_chunk(s: Any, losses: Any, val_loss: float | None) -> None:
+            _faults.kill_point("chunk")
+            step = int(s.step)
+            first = step - len(losses) + 1
+            for i, loss in enumerate(losses):
+                k = first + i
+                if k % train_cfg.log_every == 0 or k == steps or k == 1:
+                    log.record(k, train_loss=loss)
+            if val_loss is not None:
+                extra = val_metrics(s.params, val_batch)
+                extra = {f"val_{k}": v for k, v in extra.items() if k != "loss"}
+                log.record(step, train_loss=losses[-1], val_loss=val_loss, **extra)
+            checkpoint = step % train_cfg.checkpoint_every == 0 or step == steps
+            failure = None
+            try:
+                log.flush(force=checkpoint)
+            except OSError as e:
+                failure = f"writing the run directory {self.run_dir} failed: {e}"
+            runtime.stop_together(failure, self.run_dir)
+            if checkpoint:
+                self._save(s)
+
+        return on_chunk
+
+    def _diverged(self, e: Any, start: int) -> RunError:
+        """Saves the last good state and the finite losses of the diverging chunk (they never
+        reached the callback), and says what to try."""
+        from mlgrad.training.checkpoint import CheckpointError
+
+        good, train_cfg = e.last_good_state, self.cfg.train
+        with contextlib.suppress(CheckpointError, OSError, ValueError):
+            latest = self.ckpt.latest_step()
+            if latest is None or int(good.step) > latest:
+                self.ckpt.save(good)
+        for k in range(start + 1, min(e.step, start + len(e.history) + 1)):
+            if k % train_cfg.log_every == 0 or k == 1:
+                self.log.record(k, train_loss=e.history[k - start - 1])
+        with contextlib.suppress(OSError):
+            self.log.flush(force=True)
+        loss = float(e.history[-1]) if len(e.history) else float("nan")
+        lr = self.cfg.optimizer.get("learning_rate")
+        hint = f" e.g. optimizer.learning_rate={lr / 10:g}" if isinstance(lr, int | float) else ""
+        return RunError(
+            f"training diverged at step {e.step}: the loss became {loss:g} (or the update "
+            f"non-finite). The last good state (step {int(good.step)}) is saved in "
+            f"{self.ckpt_dir}. Try a smaller learning rate{hint}."
+        )
+
+    # -- after training -------------------------------------------------------------------
+
+    def _finish(self, state: Any, result: Any, start: int, *, plots: bool) -> dict[str, Any]:
+        """The summary and the figures (process 0 only)."""
+        params = state.params
+        if self.setup.mesh is not None:  # one local copy of the replicated parameters
+            from mlgrad.training.parallel import host_values
+
+            params = host_values(params)
+        try:
+            summary = self._summary(state, params, start)
+            self.log.flush(force=True)
+            rundir.write_atomic(self.run_dir / "summary.json", rundir.to_json(summary))
+            figures = self._plots(params, result) if plots else []
+        except OSError as e:
+            raise RunError(f"writing the run directory {self.run_dir} failed: {e}") from None
+        if figures:
+            self.console.info(f"figures: {', '.join(p.name for p in figures)}")
+        return summary
+
+    def _summary(self, state: Any, params: Any, start: int) -> dict[str, Any]:
+        setup = self.setup
+        return {
+            "name": self.cfg.name,
+            "config": setup.source,
+            "steps": int(state.step),
+            "metrics": final_metrics(setup.model, params, setup.data),
+            **setup.model.report(params),
+            "wall_time_s": round(time.perf_counter() - self.t0, 3),
+            "devices": runtime.device_records(runtime.devices_of(state.params)),
+            "processes": runtime.process_count(),
+            "resumed_from_step": start if self.resuming else None,
+            "data": setup.data.source,
+            "run_dir": str(self.run_dir),
+            "finished_utc": rundir.utc_stamp(),
+        }
+
+    def _plots(self, params: Any, result: Any) -> list[Path]:
+        """loss.png and the model's own figures; a model's plotting bug is only a warning."""
+        from mlgrad import plots
+
+        cfg, setup = self.cfg, self.setup
+        train_steps, train_losses = self.log.curve("train_loss")
+        val_steps, val_losses = self.log.curve("val_loss")
+        batch = cfg.train.batch_size
+        figures = [
+            plots.loss_curve(
+                self.run_dir / "loss.png",
+                train_steps,
+                train_losses,
+                val_steps,
+                val_losses,
+                title=f"Loss curve: {cfg.name} ({cfg.optimizer.name}, {_lr_text(cfg.optimizer)})",
+                loss_label=getattr(setup.module, "LOSS_LABEL", "loss"),
+                minibatch=batch is not None and batch < len(setup.data.x_train),
+            )
+        ]
+        try:
+            figures += list(setup.model.plots(params, setup.data, result, self.run_dir))
+        except OSError:
+            raise
+        except Exception as e:  # a figure must not lose a finished run
+            self.console.info(f"warning: the model's plots failed ({type(e).__name__}: {e})")
+        return [Path(f) for f in figures]
+
+
+def _lr_text(optimizer: Any) -> str:
+    lr = optimizer.get("learning_rate")
+    if isinstance(lr, int | float):
+        return f"learning rate {lr:g}"
+    if lr is None:
+        return "default learning rate"
+    return f"learning rate {lr.get('name', 'schedule')}"
