@@ -112,6 +112,8 @@ sys.path[:0] = [str(_HERE), str(_ROOT)]  # _timing, mlgrad and models from a pla
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import mlgrad.models.linear_regression as linear_regression  # noqa: E402
+import mlgrad.models.logistic as logistic  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from _timing import (  # noqa: E402
@@ -123,8 +125,6 @@ from _timing import (  # noqa: E402
 )
 from omegaconf import OmegaConf  # noqa: E402
 
-import models.linear_regression as linear_regression  # noqa: E402
-import models.logistic as logistic  # noqa: E402
 from mlgrad.config import optimizer_spec  # noqa: E402
 from mlgrad.data import load  # noqa: E402
 from mlgrad.training import fit  # noqa: E402

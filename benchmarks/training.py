@@ -27,10 +27,10 @@ It prints, measured side by side in one run on the same model, data and optimize
    arithmetic, so their final losses agree (printed as a check; PyTorch's mini-batches come
    in another order).
 2. The wall time of ``mlgrad train configs/linear_regression.yaml --out DIR`` as a subprocess
-   (``python -m mlgrad.cli``, the console script's entry point) from a cold start (an empty
+   (``python -m mlgrad``, the console script's entry point) from a cold start (an empty
    persistent compilation cache: ``MLGRAD_CACHE_DIR`` set to a fresh temporary directory)
    and with a warm one (the same directory, second run), next to the time of merely starting
-   Python and importing ``mlgrad.cli`` and JAX.
+   Python and importing ``mlgrad.cli``, ``mlgrad.runs`` and JAX.
 
 Times are medians of interleaved repeats (every repeat runs each contender once, in a rotating
 order, so that load from other processes hits all alike); compile time is excluded and
@@ -60,6 +60,8 @@ sys.path[:0] = [str(_HERE), str(_ROOT)]  # _timing, mlgrad and models from a pla
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import mlgrad.models.autoencoder as autoencoder  # noqa: E402
+import mlgrad.models.linear_regression as linear_regression  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from _timing import (  # noqa: E402
@@ -69,12 +71,10 @@ from _timing import (  # noqa: E402
     format_table,
     paired_ratio,
 )
+from mlgrad.models._common import scaling  # noqa: E402
 
-import models.autoencoder as autoencoder  # noqa: E402
-import models.linear_regression as linear_regression  # noqa: E402
 from mlgrad.data import load  # noqa: E402
 from mlgrad.training import fit  # noqa: E402
-from models._common import scaling  # noqa: E402
 
 try:
     import torch
@@ -508,13 +508,15 @@ def cli_start(pairs: int) -> str:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    command = [sys.executable, "-m", "mlgrad.cli", "train", CLI_CONFIG, "--out"]
+    command = [sys.executable, "-m", "mlgrad", "train", CLI_CONFIG, "--out"]
     cold, warm, imports = [], [], []
     work = Path(tempfile.mkdtemp(prefix="mlgrad-bench-"))
     try:
         for i in range(pairs):
             imports.append(
-                run_subprocess([sys.executable, "-c", "import jax, optax, mlgrad.cli"], env)
+                run_subprocess(
+                    [sys.executable, "-c", "import jax, optax, mlgrad.cli, mlgrad.runs"], env
+                )
             )
             env["MLGRAD_CACHE_DIR"] = str(work / f"cache{i}")  # fresh, empty
             cold.append(run_subprocess([*command, str(work / f"cold{i}")], env))
@@ -528,12 +530,12 @@ def cli_start(pairs: int) -> str:
         return format_seconds(float(np.median(xs))) + spread
 
     rows = [
-        ["python -c 'import jax, optax, mlgrad.cli' (floor)", cell(imports)],
+        ["python -c 'import jax, optax, mlgrad.cli, mlgrad.runs' (floor)", cell(imports)],
         ["mlgrad train, cold (empty compilation cache)", cell(cold)],
         ["mlgrad train, warm (same cache, second run)", cell(warm)],
     ]
     title = (
-        f"(c) `mlgrad train {CLI_CONFIG} --out DIR` as a subprocess (python -m mlgrad.cli), "
+        f"(c) `mlgrad train {CLI_CONFIG} --out DIR` as a subprocess (python -m mlgrad), "
         f"{pairs} cold/warm pair(s)"
     )
     table = format_table(["run", "wall time (median [min-max])"], rows, title=title)

@@ -32,16 +32,19 @@ _EXPORTS = {
     "GradientCheckError": "mlgrad.numerical",
     "check_grad": "mlgrad.numerical",
     "difference_quotient": "mlgrad.numerical",
-    "Linearization": "mlgrad.taylor",
-    "Taylor": "mlgrad.taylor",
-    "linearization": "mlgrad.taylor",
-    "taylor": "mlgrad.taylor",
+    "Linearization": "mlgrad.expansions",
+    "Taylor": "mlgrad.expansions",
+    "linearization": "mlgrad.expansions",
+    "taylor": "mlgrad.expansions",
     "FitResult": "mlgrad.training",
     "SweepResult": "mlgrad.training",
     "TrainingDivergedError": "mlgrad.training",
     "TrainState": "mlgrad.training",
     "fit": "mlgrad.training",
     "sweep": "mlgrad.training",
+    "Model": "mlgrad.registry",
+    "find_model": "mlgrad.registry",
+    "find_config": "mlgrad.registry",
 }
 
 if TYPE_CHECKING:  # what type checkers and editors see: every name, eagerly
@@ -52,6 +55,10 @@ if TYPE_CHECKING:  # what type checkers and editors see: every name, eagerly
     from mlgrad.derivatives import directional_derivative as directional_derivative
     from mlgrad.derivatives import gradient as gradient
     from mlgrad.derivatives import partial_derivative as partial_derivative
+    from mlgrad.expansions import Linearization as Linearization
+    from mlgrad.expansions import Taylor as Taylor
+    from mlgrad.expansions import linearization as linearization
+    from mlgrad.expansions import taylor as taylor
     from mlgrad.jacobians import ChainRule as ChainRule
     from mlgrad.jacobians import chain_rule as chain_rule
     from mlgrad.jacobians import hessian as hessian
@@ -61,10 +68,9 @@ if TYPE_CHECKING:  # what type checkers and editors see: every name, eagerly
     from mlgrad.numerical import GradientCheckError as GradientCheckError
     from mlgrad.numerical import check_grad as check_grad
     from mlgrad.numerical import difference_quotient as difference_quotient
-    from mlgrad.taylor import Linearization as Linearization
-    from mlgrad.taylor import Taylor as Taylor
-    from mlgrad.taylor import linearization as linearization
-    from mlgrad.taylor import taylor as taylor
+    from mlgrad.registry import Model as Model
+    from mlgrad.registry import find_config as find_config
+    from mlgrad.registry import find_model as find_model
     from mlgrad.training import FitResult as FitResult
     from mlgrad.training import SweepResult as SweepResult
     from mlgrad.training import TrainingDivergedError as TrainingDivergedError

@@ -813,17 +813,17 @@ def build_optimizer(
 
 
 def _find_model(name: Any) -> Any:
-    import models
+    from mlgrad import registry
 
     if not isinstance(name, str) or not name:
         raise ConfigError(
-            f"`model.name` must be a model name such as {', '.join(models.BUILTIN_MODELS)}, "
+            f"`model.name` must be a model name such as {', '.join(registry.BUILTIN_MODELS)}, "
             f"got {_fmt(name)} ({_typename(name)}).",
             "model.name",
         )
     try:
-        return models.find_model(name)
-    except models.ModelNotFoundError as e:
+        return registry.find_model(name)
+    except registry.ModelNotFoundError as e:
         raise ConfigError(f"`model.name`: {e}", "model.name") from None
     except ImportError as e:  # the user's module exists but one of its own imports fails
         raise ConfigError(
@@ -967,13 +967,27 @@ def _origin(key: str, overrides: Sequence[tuple[str, str]], path: Path) -> str:
     return str(path)
 
 
+def _config_path(name_or_path: str | Path) -> Path:
+    """The config file meant: an existing file, or a built-in config's name."""
+    from mlgrad import registry
+
+    path = Path(name_or_path)
+    if path.exists() or path.parent != Path():  # a path with folders is always a path
+        return path
+    try:
+        return registry.find_config(name_or_path)
+    except registry.ConfigNotFoundError as e:
+        raise ConfigError(str(e)) from None
+
+
 def load_config(
     path: str | Path, overrides: Sequence[str] = (), *, base_dir: str | Path | None = None
 ) -> tuple[DictConfig, Any]:
     """Loads, overrides and validates a run config.
 
     Args:
-        path: the YAML file.
+        path: the YAML file, or the name of a built-in config (``linear_regression``; see
+            :func:`mlgrad.registry.builtin_configs`).
         overrides: ``key=value`` strings applied in order, e.g. ``["train.steps=500",
             "data.features=[temp,price]"]``; a value replaces the key's value (a mapping
             replaces a whole section).
@@ -992,9 +1006,9 @@ def load_config(
     Example:
         >>> cfg, module = load_config("configs/linear_regression.yaml", ["train.steps=500"])
         >>> cfg.train.steps, module.__name__
-        (500, 'models.linear_regression')
+        (500, 'mlgrad.models.linear_regression')
     """
-    path = Path(path)
+    path = _config_path(path)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     parsed = [parse_override(o) for o in overrides]
     origins = [(k, o) for (k, _), o in zip(parsed, overrides, strict=True)]

@@ -129,8 +129,8 @@ def derivative(f: Callable[[Any], Any], order: int = 1) -> Callable[[Any], Any]:
     (``jax.experimental.jet``, one pass), falling back to nested ``jax.jvp`` for the
     primitives ``jet`` has no rule for (``tan``, ``arctan``, ``custom_jvp`` functions).
     Nesting is exact but its program grows like ``2**order``, so it gets expensive to
-    compile: measured on CPU, jet compiles faster from order 4 on (0.4 s against 38 s at
-    order 10), while nested ``jvp`` is faster at order 3 (``benchmarks/calculus.py``).
+    compile: jet compiles faster from order 4 on, nested ``jvp`` at order 3 and below
+    (``benchmarks/calculus.py`` prints the compile times side by side).
     """
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"derivative: order must be an integer >= 1, got {order!r}.")

@@ -20,9 +20,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from mlgrad.models._common import eval_split, figure, save
 
-from models import Model
-from models._common import eval_split, figure, save
+from mlgrad.registry import Model
 
 __all__ = ["ACTIVATIONS", "INITIALIZERS", "Config", "build"]
 
@@ -92,13 +92,13 @@ def build(cfg: Config, data: Any) -> Model:
         data: a :class:`mlgrad.data.Dataset` such as ``load("digits")``.
 
     Returns:
-        A :class:`models.Model`; ``params = {"encoder": {"layer_0": {"w", "b"}, ...},
+        A :class:`mlgrad.Model`; ``params = {"encoder": {"layer_0": {"w", "b"}, ...},
         "decoder": {...}}``; ``apply(params, x)`` is the reconstruction.
 
     Example:
         >>> import jax
         >>> from mlgrad.data import load
-        >>> import models.autoencoder as ae
+        >>> import mlgrad.models.autoencoder as ae
         >>> data = load("digits")
         >>> model = ae.build(ae.Config(encoder_sizes=[32], latent=8), data)
         >>> model.apply(model.init(jax.random.PRNGKey(0)), data.x_train[:5]).shape

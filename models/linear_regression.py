@@ -16,9 +16,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from mlgrad.models._common import affine, figure, save, split_label, style, subsample
 
-from models import Model
-from models._common import affine, figure, save, split_label, style, subsample
+from mlgrad.registry import Model
 
 __all__ = ["Config", "build"]
 
@@ -44,12 +44,12 @@ def build(cfg: Config, data: Any) -> Model:
         data: the data set; its training split fixes the number of features and the scaling.
 
     Returns:
-        A :class:`models.Model`; ``params = {"w": (features,), "b": ()}`` in standardised units
+        A :class:`mlgrad.Model`; ``params = {"w": (features,), "b": ()}`` in standardised units
         (identical to data units when ``standardize=False``).
 
     Example:
         >>> from mlgrad.data import load
-        >>> import models.linear_regression as lr
+        >>> import mlgrad.models.linear_regression as lr
         >>> model = lr.build(lr.Config(), load("ice_cream"))
         >>> sorted(model.report(model.init(None)))
         ['coefficients', 'intercept']

@@ -21,9 +21,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from mlgrad.models._common import affine, eval_split, figure, save, style
 
-from models import Model
-from models._common import affine, eval_split, figure, save, style
+from mlgrad.registry import Model
 
 __all__ = ["Config", "build"]
 
@@ -49,13 +49,13 @@ def build(cfg: Config, data: Any) -> Model:
         data: a :class:`mlgrad.data.Dataset` with a 1-D target of zeros and ones.
 
     Returns:
-        A :class:`models.Model`: ``apply`` gives the probability of class 1; ``metrics`` adds
+        A :class:`mlgrad.Model`: ``apply`` gives the probability of class 1; ``metrics`` adds
         ``accuracy`` (threshold 0.5); ``params = {"w": (features,), "b": ()}`` in standardised
         units; ``report`` gives the coefficients in both standardised and data units.
 
     Example:
         >>> from mlgrad.data import load
-        >>> import models.logistic as logistic
+        >>> import mlgrad.models.logistic as logistic
         >>> model = logistic.build(logistic.Config(l2=0.01), load("breast_cancer"))
         >>> float(model.apply(model.init(None), load("breast_cancer").x_train[:1])[0])
         0.5

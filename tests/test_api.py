@@ -47,7 +47,7 @@ def test_importing_mlgrad_leaves_jax_config_alone():
         """
         import jax
         before = dict(jax.config.values)
-        import mlgrad, mlgrad.cli, models
+        import mlgrad, mlgrad.cli, mlgrad.models
         after = dict(jax.config.values)
         changed = sorted(k for k in before if before[k] != after[k])
         print(changed, jax.config.jax_enable_x64)
@@ -57,3 +57,24 @@ def test_importing_mlgrad_leaves_jax_config_alone():
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "[] False"
+
+
+def test_every_public_name_survives_importing_every_module():
+    """Lazy exports: importing a submodule sets it as the package's attribute, which would
+    shadow a public function of the same name (``mlgrad.taylor`` once was a module)."""
+    script = textwrap.dedent(
+        """
+        import importlib, pkgutil
+        import mlgrad
+        for m in pkgutil.walk_packages(mlgrad.__path__, "mlgrad."):
+            if not m.name.endswith("__main__"):
+                importlib.import_module(m.name)
+        wrong = [n for n in mlgrad.__all__ if n not in ("numerical", "__version__")
+                 and type(getattr(mlgrad, n)).__name__ == "module"]
+        print(wrong, callable(mlgrad.taylor), mlgrad.numerical.__name__)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "[] True mlgrad.numerical"

@@ -17,25 +17,37 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("cli", ("mlgrad.cli", "mlgrad.__main__")),
     ("runs", ("mlgrad.runs",)),
-    ("library", ("mlgrad.training", "mlgrad.config", "mlgrad.data", "mlgrad.plots", "models")),
+    (
+        "library",
+        (
+            "mlgrad.training",
+            "mlgrad.config",
+            "mlgrad.data",
+            "mlgrad.plots",
+            "mlgrad.models",
+            "mlgrad.configs",
+        ),
+    ),
+    ("library", ("mlgrad.registry",)),
     (
         "calculus",
-        ("mlgrad.numerical", "mlgrad.derivatives", "mlgrad.jacobians", "mlgrad.taylor"),
+        ("mlgrad.numerical", "mlgrad.derivatives", "mlgrad.jacobians", "mlgrad.expansions"),
     ),
     ("calculus", ("mlgrad.backprop",)),
     ("helpers", ("mlgrad._validation", "mlgrad._series", "mlgrad._faults")),
 ]
-# The package's facade re-exports (lazily) and may be imported for its public API only by
-# the command line (its version) and by models (as a user's model would).
+# The package's facade re-exports (lazily); only the command line imports it (its version).
 FACADE = "mlgrad"
-FACADE_USERS = ("mlgrad.cli", "models")
+FACADE_USERS = ("mlgrad.cli",)
+# Folders that install inside the package under another name (pyproject's package-dir).
+INSTALLED_AS = {"mlgrad": "mlgrad", "models": "mlgrad.models", "configs": "mlgrad.configs"}
 
 
 def _modules() -> dict[str, Path]:
     found = {}
-    for package in ("mlgrad", "models"):
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for folder, package in INSTALLED_AS.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = [package, *path.relative_to(ROOT / folder).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts.pop()
             found[".".join(parts)] = path

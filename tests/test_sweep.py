@@ -255,7 +255,8 @@ def test_float32_ice_cream_runs_equal_fit_alone(batch_size):
     relative after 200 mini-batch steps at lr = 1 in float32; identical within 1e-6 in
     float64, as the tests above check).
     """
-    import models.linear_regression as linear_regression
+    import mlgrad.models.linear_regression as linear_regression
+
     from mlgrad.data import load
 
     dataset = load("ice_cream", features=["temp"], target="cons", val_split=0.0)

@@ -61,5 +61,35 @@ def sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def configs(args: argparse.Namespace) -> int:
+    """``mlgrad configs [NAME] [--copy [DIR]]``: list, print or copy out a built-in config."""
+    from mlgrad import registry
+
+    if args.name is None:
+        if args.copy is not None:
+            raise runs.UsageError("--copy needs NAME, the built-in config to write out.")
+        found = registry.builtin_configs()
+        width = max(map(len, found))
+        for name, text in found.items():
+            print(f"{name:<{width}}  {text}")
+        return 0
+    try:
+        if args.copy is None:
+            print(registry.find_config(args.name).read_text(encoding="utf-8"), end="")
+            return 0
+        path = registry.copy_config(args.name, args.copy)
+    except registry.ConfigNotFoundError as e:
+        raise runs.UsageError(str(e)) from None
+    except FileExistsError as e:
+        raise runs.UsageError(
+            f"{e.filename} exists; it is not overwritten. Edit it, remove it, or pass another "
+            "--copy DIR."
+        ) from None
+    except OSError as e:
+        raise runs.UsageError(f"cannot write into {args.copy}: {e.strerror or e}.") from None
+    print(f"wrote {path}; train it with: mlgrad train {path}")
+    return 0
+
+
 #: The function of each command.
-COMMANDS = {"train": train, "eval": evaluate, "sweep": sweep}
+COMMANDS = {"train": train, "eval": evaluate, "sweep": sweep, "configs": configs}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import difflib
 
-COMMANDS = ("train", "eval", "sweep")
+COMMANDS = ("train", "eval", "sweep", "configs")
 
 
 def _version() -> str:
@@ -43,6 +43,7 @@ def main_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "sweep", help="train every combination of config values (seeds x learning rates vmapped)"
     )
+    sub.add_parser("configs", help="list the built-in configs, or write one out to edit")
     return parser
 
 
@@ -59,7 +60,11 @@ def train_parser() -> argparse.ArgumentParser:
         "  mlgrad train configs/logistic.yaml --out runs/lr --resume train.steps=6000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", metavar="CONFIG", help="the run config (YAML), e.g. configs/*.yaml")
+    p.add_argument(
+        "config",
+        metavar="CONFIG",
+        help="the run config: a YAML file, or a built-in config's name (see 'mlgrad configs')",
+    )
     p.add_argument(
         "overrides",
         metavar="KEY=VALUE",
@@ -145,7 +150,11 @@ def sweep_parser() -> argparse.ArgumentParser:
         "  mlgrad sweep configs/autoencoder.yaml model.latent=4,8,16 seed=0,1 --out runs/ae",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", metavar="CONFIG", help="the base run config (YAML)")
+    p.add_argument(
+        "config",
+        metavar="CONFIG",
+        help="the base run config: a YAML file, or a built-in config's name",
+    )
     p.add_argument(
         "axes",
         metavar="KEY=V1,V2,...",
@@ -169,6 +178,30 @@ def sweep_parser() -> argparse.ArgumentParser:
     return p
 
 
+def configs_parser() -> argparse.ArgumentParser:
+    """The options of ``mlgrad configs``."""
+    p = argparse.ArgumentParser(
+        prog="mlgrad configs",
+        description="The built-in run configs, shipped inside the package: without NAME, list "
+        "them (one line each); with NAME, print that config; with --copy, write it to "
+        "DIR/NAME.yaml to edit (an existing file is never overwritten).",
+        epilog="Examples:\n"
+        "  mlgrad configs\n"
+        "  mlgrad configs logistic --copy      # writes ./logistic.yaml\n"
+        "  mlgrad train logistic.yaml optimizer.learning_rate=0.5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="a built-in config's name")
+    p.add_argument(
+        "--copy",
+        metavar="DIR",
+        nargs="?",
+        const=".",
+        help="write NAME.yaml into DIR (default: the current directory)",
+    )
+    return p
+
+
 def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
     """Dispatches on the command, then parses its options (overrides may come anywhere)."""
     top = main_parser()
@@ -180,7 +213,10 @@ def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
         match = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f"; did you mean '{match[0]}'?" if match else ""
         top.error(f"unknown command {command!r}{hint} (choose from {', '.join(COMMANDS)})")
-    if command == "sweep":
-        return command, sweep_parser().parse_intermixed_args(argv[1:])
-    parser = train_parser() if command == "train" else eval_parser()
+    parser = {
+        "train": train_parser,
+        "eval": eval_parser,
+        "sweep": sweep_parser,
+        "configs": configs_parser,
+    }[command]()
     return command, parser.parse_intermixed_args(argv[1:])

@@ -17,8 +17,8 @@ from mlgrad.config import _is_number
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
 from mlgrad.runs.errors import RunError
-from mlgrad.runs.text import lr_text, table_text
 from mlgrad.runs.sweep_plan import LR, SEED, Axis, Run, SweepPlan, _plain
+from mlgrad.runs.text import lr_text, table_text
 
 
 def best_run(outcomes: Sequence[Outcome], metric: str) -> int | None:

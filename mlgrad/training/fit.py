@@ -258,8 +258,8 @@ def _epoch_orders(
     Epoch ``e``'s order is ``jax.random.permutation(jax.random.fold_in(key, e), n)``. Kept out
     of the training program (the PRNG costs about half a second to compile) so that it is
     compiled once per data size and shared by every loss function and optimizer. Only the
-    needed epochs are drawn (a permutation is a few sorts: 0.3 ms for 1,437 examples on a CPU
-    core, as much as a dozen small training steps).
+    needed epochs are drawn (a permutation is a few sorts, as costly as a dozen small training
+    steps).
     """
     pad = plan.per_epoch * plan.batch_size - plan.n
 

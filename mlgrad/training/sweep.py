@@ -15,15 +15,13 @@ over the run axis, and it is ``fit``'s own compiled chunk
 and padded-and-masked ragged batches as ``fit``. What depends only on the seed (the initial
 params and the epoch orders of the mini-batches) is computed once per seed.
 
-How equal to ``fit`` (2026-11-27, ``benchmarks/sweep.py``, 64 runs of the ice-cream
-regression and of the logistic unit): with mini-batches every run gathers its own batches,
-and its losses and params are bit-identical to the solo run's in float32 and float64. With
-full batches the runs share the data, and XLA computes all runs' gradients, or the mean of
-the per-example losses, as one product or reduction whose sums round differently from the
-solo program's in the last bit. A float32 trajectory can then be 1 ulp away for some steps:
-ice cream, final params identical, loss history within 1.5e-6 relative (21 float32 ulps of a
-loss of 0.003 at step 11 of the run at lr = 0.9); logistic unit, params within 3.6e-7
-normwise, history within 5.2e-7. In float64 all of these are below 1e-14.
+How equal to ``fit``: with mini-batches every run gathers its own batches, and its losses and
+params are bit-identical to the solo run's in float32 and float64. With full batches the runs
+share the data, and XLA computes all runs' gradients, or the mean of the per-example losses,
+as one product or reduction whose sums round differently from the solo program's in the last
+bit, so a float32 trajectory can be an ulp or so away for some steps; in float64 the
+difference is at the level of 1e-14. ``python benchmarks/sweep.py`` prints the measured
+differences and times.
 
 Runs are independent under ``vmap``: a run whose loss or state becomes NaN or infinite does
 not touch the others; it is reported as diverged (final loss NaN) instead of raising.
@@ -175,8 +173,8 @@ def _sweep_program(
     (bit-identical to ``fit`` in the tests and the benchmark's mini-batch sweeps). A ``vmap``
     over the seeds around one over the learning rates would gather each batch once per seed,
     but XLA then contracts the shared batch with every run's residuals in one matrix product,
-    whose different summation order mini-batch SGD amplifies (float32 losses 1e-6 to 1 apart
-    from the solo runs in the benchmark's sweeps, 2026-11-27) at no gain in time.
+    whose different summation order mini-batch SGD amplifies (float32 losses far apart from the
+    solo runs in ``benchmarks/sweep.py``'s sweeps) at no gain in time.
 
     With a ``mesh`` the runs are split across its devices (the run axis constrained to
     ``P("data")``; data and orders replicated): runs are independent, so each device trains
