@@ -26,7 +26,7 @@ import difflib
 import io
 import math
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -570,6 +570,71 @@ def _split(n: int, val_split: float, seed: int, where: str) -> tuple[np.ndarray,
     return perm[n_val:], perm[:n_val]
 
 
+def check_source(
+    name: Any = None,
+    path: str | Path | None = None,
+    features: Any = None,
+    *,
+    base: str | Path | None = None,
+    label: Callable[[str], str] = lambda arg: f"{arg}=",
+) -> Path | None:
+    """Checks where a data set comes from, without reading it: exactly one of a known
+    built-in ``name`` and an existing ``.csv``/``.npz`` ``path``, and the ``features`` list.
+
+    Args:
+        name, path, features: as for :func:`load`.
+        base: the directory a relative ``path`` is resolved against (default: the current
+            directory).
+        label: how messages name an argument (``name=`` here; a config says ``data.name``).
+
+    Returns:
+        The absolute path of the file, or None for a built-in data set.
+
+    Raises:
+        DataError: with ``key`` the argument at fault.
+
+    Example:
+        >>> check_source("ice_cream") is None
+        True
+    """
+    _as_names(features, "features")
+    if (name is None) == (path is None):
+        both = "both are set" if name is not None else "neither is set"
+        raise DataError(
+            f"give exactly one of {label('name')} (a built-in data set: "
+            f"{', '.join(BUILTIN_DATASETS)}) and {label('path')} (a CSV or NPZ file); {both}",
+            None,
+        )
+    if name is not None:
+        if not isinstance(name, str) or name not in _BUILTINS:
+            hint = _closest(str(name), BUILTIN_DATASETS)
+            if isinstance(name, str) and name.lower().endswith((".csv", ".npz")):
+                hint += f" (for a file, pass {label('path')} instead of {label('name')})"
+            raise DataError(
+                f"unknown data set {name!r}; built-in data sets: "
+                f"{', '.join(BUILTIN_DATASETS)}{hint}",
+                "name",
+            )
+        return None
+    where = Path(path).expanduser()
+    full = where if where.is_absolute() else Path(base or Path.cwd()) / where
+    if not full.exists():
+        raise DataError(
+            f"{where}: file not found (relative paths are resolved against "
+            f"{'the current directory, ' if base is None else ''}{Path(base or Path.cwd())})",
+            "path",
+        )
+    if not full.is_file():
+        raise DataError(f"{where}: not a regular file", "path")
+    if full.suffix.lower() not in (".csv", ".npz"):
+        raise DataError(
+            f"{where}: unsupported file type {full.suffix or '(no suffix)'!r}; "
+            "use a .csv file with a header row or a .npz archive",
+            "path",
+        )
+    return full.resolve()
+
+
 def load(
     name: str | None = None,
     *,
@@ -630,43 +695,14 @@ def load(
         raise DataError(f"dtype must be a floating dtype such as float32; got {dtype}", "dtype")
 
     labels: Mapping[str, str] = {}
-    if (name is None) == (path is None):
-        raise DataError(
-            "give exactly one of name= (a built-in data set: "
-            f"{', '.join(BUILTIN_DATASETS)}) and path= (a CSV or NPZ file); got "
-            f"name={name!r}, path={path!r}",
-            None,
-        )
+    resolved = check_source(name, path)
     if name is not None:
-        if not isinstance(name, str) or name not in _BUILTINS:
-            hint = _closest(str(name), BUILTIN_DATASETS)
-            if isinstance(name, str) and name.lower().endswith((".csv", ".npz")):
-                hint += " (for a file, pass path= / data.path instead of name=)"
-            raise DataError(
-                f"unknown data set {name!r}; built-in data sets: "
-                f"{', '.join(BUILTIN_DATASETS)}{hint}",
-                "name",
-            )
         where, data_key = f"built-in data set {name!r}", "name"
         x, y, feature_names, target_name, source, labels = _BUILTINS[name](features, target)
     else:
         path = Path(path).expanduser()
         where, data_key = str(path), "path"
-        if not path.exists():
-            raise DataError(
-                f"{where}: file not found (relative paths are resolved against the "
-                f"current directory, {Path.cwd()})",
-                "path",
-            )
-        if not path.is_file():
-            raise DataError(f"{where}: not a regular file", "path")
-        suffix = path.suffix.lower()
-        if suffix not in (".csv", ".npz"):
-            raise DataError(
-                f"{where}: unsupported file type {path.suffix or '(no suffix)'!r}; "
-                "use a .csv file with a header row or a .npz archive",
-                "path",
-            )
+        suffix = resolved.suffix.lower()
         if path.stat().st_size == 0:
             raise DataError(f"{where}: the file is empty", "path")
         if suffix == ".csv":

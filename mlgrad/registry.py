@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 __all__ = [
     "BUILTIN_MODELS",
     "Model",
+    "ModelConfigError",
     "ModelNotFoundError",
     "builtin_configs",
     "copy_config",
@@ -62,6 +63,25 @@ class Model(NamedTuple):
     metrics: Callable[[Any, Any], dict[str, Any]]
     report: Callable[[Any], dict[str, Any]]
     plots: Callable[[Any, Any, Any, Path], list[Path]]
+
+
+class ModelConfigError(ValueError):
+    """A model's ``build`` rejects its settings or its data.
+
+    Attributes:
+        key: the config key at fault, as a run config spells it (``"model.l2"``,
+            ``"data.target"``), so that the message can name it; ``"model"`` when no single
+            field is to blame.
+
+    Example:
+        >>> raise ModelConfigError("l2 must be >= 0; got -1", "model.l2")
+        Traceback (most recent call last):
+        mlgrad.registry.ModelConfigError: l2 must be >= 0; got -1
+    """
+
+    def __init__(self, message: str, key: str = "model") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class ModelNotFoundError(ValueError):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from mlgrad.models._common import eval_split, figure, save
 
-from mlgrad.registry import Model
+from mlgrad.registry import Model, ModelConfigError
 
 __all__ = ["ACTIVATIONS", "INITIALIZERS", "Config", "build"]
 
@@ -66,8 +66,9 @@ def _choice(value: Any, options: tuple[str, ...], what: str) -> str:
     if value not in options:
         match = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
         hint = f"; did you mean {match[0]!r}?" if match else ""
-        raise ValueError(
-            f"autoencoder: unknown {what} {value!r}; valid names: {', '.join(options)}{hint}"
+        raise ModelConfigError(
+            f"autoencoder: unknown {what} {value!r}; valid names: {', '.join(options)}{hint}",
+            f"model.{what}",
         )
     return value
 
@@ -80,7 +81,9 @@ def _sizes(values: Any, what: str) -> list[int]:
     out = list(values)
     for v in out:
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise ValueError(f"autoencoder: {what} must be positive integers; got {out}")
+            raise ModelConfigError(
+                f"autoencoder: {what} must be positive integers; got {out}", f"model.{what}"
+            )
     return [int(v) for v in out]
 
 
@@ -112,10 +115,11 @@ def build(cfg: Config, data: Any) -> Model:
     dec = enc[::-1] if cfg.decoder_sizes is None else _sizes(cfg.decoder_sizes, "decoder_sizes")
     (latent,) = _sizes([cfg.latent], "latent")
     if np.shape(data.y_train) != np.shape(data.x_train):
-        raise ValueError(
+        raise ModelConfigError(
             f"autoencoder: the target must be the input itself (y = x); got x of "
             f"shape {np.shape(data.x_train)} and target {data.target_name!r} of "
-            f"shape {np.shape(data.y_train)}"
+            f"shape {np.shape(data.y_train)}",
+            "data.target",
         )
     p = data.n_features
     dtype = np.asarray(data.x_train).dtype

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from mlgrad.models._common import affine, figure, save, split_label, style, subsample
 
-from mlgrad.registry import Model
+from mlgrad.registry import Model, ModelConfigError
 
 __all__ = ["Config", "build"]
 
@@ -55,9 +55,10 @@ def build(cfg: Config, data: Any) -> Model:
         ['coefficients', 'intercept']
     """
     if np.ndim(data.y_train) != 1:
-        raise ValueError(
+        raise ModelConfigError(
             f"linear_regression predicts one target per example; the target "
-            f"{data.target_name!r} has shape {np.shape(data.y_train)}"
+            f"{data.target_name!r} has shape {np.shape(data.y_train)}",
+            "data.target",
         )
     names = tuple(data.feature_names)
     init, apply, to_data_units = affine(data.x_train, cfg.standardize)

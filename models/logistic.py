@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from mlgrad.models._common import affine, eval_split, figure, save, style
 
-from mlgrad.registry import Model
+from mlgrad.registry import Model, ModelConfigError
 
 __all__ = ["Config", "build"]
 
@@ -61,18 +61,22 @@ def build(cfg: Config, data: Any) -> Model:
         0.5
     """
     if not (isinstance(cfg.l2, int | float) and np.isfinite(cfg.l2) and cfg.l2 >= 0):
-        raise ValueError(f"logistic: l2 must be a finite number >= 0; got {cfg.l2!r}")
+        raise ModelConfigError(
+            f"logistic: l2 must be a finite number >= 0; got {cfg.l2!r}", "model.l2"
+        )
     y = np.asarray(data.y_train)
     if y.ndim != 1:
-        raise ValueError(
+        raise ModelConfigError(
             f"logistic: the target {data.target_name!r} must be one column of "
-            f"0/1 labels; got shape {y.shape}"
+            f"0/1 labels; got shape {y.shape}",
+            "data.target",
         )
     labels = np.unique(y)
     if not set(labels.tolist()) <= {0.0, 1.0}:
-        raise ValueError(
+        raise ModelConfigError(
             f"logistic: the target {data.target_name!r} must hold only 0 and 1; "
-            f"found {labels[:10].tolist()}"
+            f"found {labels[:10].tolist()}",
+            "data.target",
         )
     dtype = np.asarray(data.x_train).dtype
     names = tuple(data.feature_names)

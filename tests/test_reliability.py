@@ -437,7 +437,7 @@ def test_the_yaml_loader_is_safe():
     """OmegaConf's loader is PyYAML's (C) safe loader plus constructors for pathlib paths."""
     import yaml
 
-    from mlgrad.config import _yaml_loader
+    from mlgrad.config.files import _yaml_loader
 
     loader = _yaml_loader()
     assert issubclass(loader, yaml.constructor.SafeConstructor)

@@ -72,6 +72,12 @@ def test_resume_continues_and_a_second_run_is_refused(tmp_path, cache_dir):
     assert summary["steps"] == 40 and summary["resumed_from_step"] == 20
     with pytest.raises(UsageError, match="differs from the saved run"):
         prepare_run(LR, run, overrides=["seed=3"], resume=True)
+    # a run written before a key joined the schema resumes while that key is at its default
+    saved = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(saved.replace("  dtype: float32\n", ""))
+    prepare_run(LR, run, overrides=["train.steps=40"], resume=True)
+    with pytest.raises(UsageError, match="train.dtype"):
+        prepare_run(LR, run, overrides=["train.steps=40", "train.dtype=float64"], resume=True)
 
 
 def test_sweep_and_evaluate(tmp_path, cache_dir):
@@ -83,3 +89,37 @@ def test_sweep_and_evaluate(tmp_path, cache_dir):
     assert report.summary()["runs"][1]["seed"] == 1
     assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["best_run"] == report.best
     assert "done: 2 runs in 1 group" in report.text() and report.failure is None
+
+
+def test_a_float64_run_of_the_logistic_config_matches_scikit_learn_to_1e_8(tmp_path, cache_dir):
+    """``train.dtype: float64``: the data, the parameters and the arithmetic in double
+    precision (L-BFGS to the optimum), equal to scikit-learn's solution of the same penalised
+    problem, min_w mean log-loss + (l2 / 2) ||w||^2, i.e. ``C = 1 / (n l2)``."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mlgrad.runs import prepare, restore_latest
+    from mlgrad.runs.setup import precision
+
+    overrides = ["train.dtype=float64", "optimizer={name: lbfgs}", "train.steps=150"]
+    summary = train_and_evaluate(
+        "logistic", tmp_path / "run", overrides=overrides, plots=False, console=QUIET
+    )
+    assert summary["dtype"] == "float64"
+    setup = prepare(tmp_path / "run" / "config.yaml")
+    with precision(setup.cfg):
+        params = restore_latest(setup, tmp_path / "run").params
+        assert params["w"].dtype == np.float64
+    x, y = setup.data.x_train, setup.data.y_train
+    assert x.dtype == np.float64
+    z = (x - x.mean(axis=0)) / x.std(axis=0)  # the model's standardisation
+    # newton-cg: scikit-learn's default lbfgs solver stops 3e-7 short of this optimum
+    reference = LogisticRegression(
+        C=1 / (len(x) * setup.cfg.model.l2), solver="newton-cg", tol=1e-14, max_iter=10**5
+    )
+    reference.fit(z, y)
+    np.testing.assert_allclose(params["w"], reference.coef_[0], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(params["b"], reference.intercept_[0], rtol=0, atol=1e-8)
+    # ... and the rest of the process is still in float32
+    import jax.numpy as jnp
+
+    assert jnp.zeros(1).dtype == jnp.float32

@@ -7,7 +7,7 @@ from typing import Any
 
 from mlgrad.runs import runtime
 from mlgrad.runs.errors import UsageError
-from mlgrad.runs.setup import final_metrics, initial_state, prepare
+from mlgrad.runs.setup import final_metrics, initial_state, precision, prepare
 
 
 def evaluate(workdir: str | Path) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def evaluate(workdir: str | Path) -> dict[str, Any]:
     if not config.is_file():
         raise UsageError(f"{run_dir} holds no config.yaml; is it a run directory of mlgrad train?")
     setup = prepare(config)
-    with runtime.compilation_cache():
+    with runtime.compilation_cache(), precision(setup.cfg):
         state = restore_latest(setup, run_dir)
         metrics = final_metrics(setup.model, state.params, setup.data)
     return {
@@ -52,7 +52,7 @@ def restore_latest(setup: Any, run_dir: Path, step: int | None = None) -> Any:
     """
     from mlgrad.training.checkpoint import Checkpointer
 
-    ckpt = Checkpointer(run_dir / "checkpoints")
+    ckpt = Checkpointer(Path(run_dir) / "checkpoints")
     try:
         if ckpt.latest_step() is None:
             raise UsageError(f"{run_dir} holds no complete checkpoint.")

@@ -69,8 +69,18 @@ def prepare(config: str | Path | Any, overrides: Sequence[str] = ()) -> Setup:
     return Setup(cfg, module, data, model, optimizer, mesh_of(cfg), source)
 
 
+def precision(cfg: Any) -> Any:
+    """The run's arithmetic as a context: ``jax.enable_x64`` on for ``train.dtype: float64``,
+    off for ``float32`` (whatever the process's global setting), restored afterwards."""
+    import jax
+
+    return jax.enable_x64(cfg.train.dtype == "float64")
+
+
 def load_data(cfg: Any) -> Any:
-    """The data set of ``cfg.data``; a :class:`DataError` names its config key."""
+    """The data set of ``cfg.data`` in ``train.dtype``; a :class:`DataError` names its key."""
+    import numpy as np
+
     from mlgrad.data import DataError, load
 
     d = cfg.data
@@ -82,6 +92,7 @@ def load_data(cfg: Any) -> Any:
             target=d.target,
             val_split=d.val_split,
             split_seed=d.split_seed,
+            dtype=np.dtype(cfg.train.dtype),
         )
     except DataError as e:
         key = f"data.{e.key}" if e.key else "data"

@@ -47,10 +47,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlgrad.config import _is_number
+from mlgrad.config import is_number
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
-from mlgrad.runs.setup import as_batch, metrics_program
+from mlgrad.runs.setup import as_batch, metrics_program, precision
 from mlgrad.runs.sweep_plan import LR, SEED, Group, SweepPlan, prepare_sweep
 from mlgrad.runs.sweep_report import Outcome, SweepReport, write_sweep
 
@@ -118,7 +118,8 @@ def _train_groups(plan: SweepPlan, console: Console) -> tuple[list[Outcome], lis
     )
     for group in groups:
         optimizer_fn, uses_lr = _optimizer_fn(group.cfg)
-        why = _why_not_vmapped(group, optimizer_fn)
+        with precision(group.cfg):
+            why = _why_not_vmapped(group, optimizer_fn)
         first = group.runs[0]
         label = " ".join(f"{a.key}={first.texts[a.key]}" for a in shape_keys)
         how = "one vmapped program" if not why else "one fit per run"
@@ -128,10 +129,11 @@ def _train_groups(plan: SweepPlan, console: Console) -> tuple[list[Outcome], lis
             f"{group.cfg.train.steps} steps, as {how}" + (f" ({why})" if why else "")
         )
         t = time.perf_counter()
-        if why:
-            outcomes, params = _train_one_by_one(group)
-        else:
-            outcomes, params = _train_vmapped(group, optimizer_fn, uses_lr)
+        with precision(group.cfg):
+            if why:
+                outcomes, params = _train_one_by_one(group)
+            else:
+                outcomes, params = _train_vmapped(group, optimizer_fn, uses_lr)
         seconds = round(time.perf_counter() - t, 3)
         for d in runtime.devices_of(params):
             devices[d.platform, d.id] = d
@@ -167,7 +169,7 @@ def _optimizer_fn(cfg: Any) -> tuple[Any, bool]:
 
     fn, kwargs = optimizer_spec(cfg.optimizer, steps=cfg.train.steps)
     fixed = {k: v for k, v in kwargs.items() if k != "learning_rate"}
-    if _is_number(kwargs.get("learning_rate")):
+    if is_number(kwargs.get("learning_rate")):
 
         def optimizer(learning_rate: Any) -> Any:
             return fn(learning_rate=learning_rate, **fixed)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlgrad.config import _is_number
+from mlgrad.config import is_number
 from mlgrad.runs import rundir
 from mlgrad.runs.setup import load_data, mesh_of
 from mlgrad.runs.text import lr_text, table_text
@@ -184,7 +184,7 @@ def _group_key(cfg: Any) -> str:
     """The config less what one program sweeps: the seed and a numeric learning rate."""
     tree = _plain(cfg)
     tree.pop("seed", None)
-    if _is_number(tree["optimizer"].get("learning_rate")):
+    if is_number(tree["optimizer"].get("learning_rate")):
         tree["optimizer"].pop("learning_rate")
     return json.dumps(tree, sort_keys=True, default=str)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlgrad.config import _is_number
+from mlgrad.config import is_number
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
 from mlgrad.runs.errors import RunError
@@ -36,7 +36,7 @@ def rows_of(runs: Sequence[Run], outcomes: Sequence[Outcome], swept: Sequence[Ax
         row.update({a.key: run.texts[a.key] for a in swept if a.key not in (SEED, LR)})
         row["seed"] = run.seed
         lr = run.learning_rate
-        row["learning_rate"] = float(lr) if _is_number(lr) else lr_text(lr)
+        row["learning_rate"] = float(lr) if is_number(lr) else lr_text(lr)
         row.update(outcome.metrics)
         row["min_loss"] = outcome.min_loss
         row["diverged"] = outcome.diverged
@@ -73,7 +73,7 @@ def curve_labels(runs: Sequence[Run], swept: Sequence[Axis]) -> tuple[list[str],
         )
         for r in runs
     ]
-    if any(a.key == LR for a in keys) and all(_is_number(r.learning_rate) for r in runs):
+    if any(a.key == LR for a in keys) and all(is_number(r.learning_rate) for r in runs):
         lrs = [float(r.learning_rate) for r in runs]
         return labels, lrs, ([r.group for r in runs] if len(keys) > 1 else None)
     return labels, None, None
@@ -190,7 +190,7 @@ class SweepReport:
         """Why the sweep failed as a whole (every run diverged), or None."""
         if self.diverged < len(self.outcomes):
             return None
-        lrs = [r.learning_rate for r in self.plan.runs if _is_number(r.learning_rate)]
+        lrs = [r.learning_rate for r in self.plan.runs if is_number(r.learning_rate)]
         hint = f", e.g. optimizer.learning_rate={min(lrs) / 10:g}" if lrs else ""
         return (
             f"every run of the sweep diverged (the loss became NaN or infinite); the table is "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlgrad.config import _is_number
+from mlgrad.config import is_number
 
 
 def format_metrics(metrics: dict[str, float | None]) -> str:
@@ -14,7 +14,7 @@ def format_metrics(metrics: dict[str, float | None]) -> str:
 
 def lr_text(lr: Any) -> str:
     """A learning rate for the table: the number, a schedule's name, or 'default'."""
-    if _is_number(lr):
+    if is_number(lr):
         return f"{lr:g}"
     if isinstance(lr, dict):
         return str(lr.get("name", "schedule"))

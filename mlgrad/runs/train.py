@@ -11,7 +11,8 @@ A run directory (``runs/<name>-<UTC timestamp>/``, or exactly the ``workdir`` gi
   ``train.keep_checkpoints`` and the one at step 0 are kept);
 * ``summary.json``: final ``metrics`` (``train_loss``; with a validation split ``val_loss``
   and, for classifiers, ``val_accuracy``), the model's report (e.g. ``coefficients`` in data
-  units and ``intercept``), ``wall_time_s``, ``devices``, ``steps``, ``name``, ``config``;
+  units and ``intercept``), ``wall_time_s``, ``devices``, ``steps``, ``dtype``, ``name``,
+  ``config``;
 * PNG figures: ``loss.png`` and the model's own (``fit.png``, ``loss_surface.png``, ...).
 
 The gradient-descent path over the loss surface needs the parameters after every step, so
@@ -22,6 +23,10 @@ trace would cost memory and there is no 2-D surface to draw it on.
 ``resume=True`` continues the run in ``workdir`` from its latest complete checkpoint up to
 ``train.steps``; any other difference from the saved config is refused. Training N steps and
 resuming to 2N gives bit-identical parameters to 2N uninterrupted steps.
+
+``train.dtype: float64`` trains in double precision: the data is loaded as float64 and the run
+(training, checkpoints, final metrics) happens inside ``jax.enable_x64``, which is restored
+afterwards, so the rest of the process keeps its own setting.
 
 With several processes (joined first with :func:`mlgrad.runs.join_processes`) every process
 trains and saves its part of the checkpoints; only process 0 writes the logs, the summary and
@@ -50,6 +55,7 @@ from mlgrad.runs.setup import (
     final_metrics,
     initial_state,
     param_count,
+    precision,
     prepare,
 )
 
@@ -141,7 +147,7 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
     :data:`RESUMABLE_CHANGES`)."""
     from omegaconf import OmegaConf
 
-    from mlgrad.config import ConfigError, config_diff, read_config_file
+    from mlgrad.config import ConfigError, RunConfig, config_diff, read_config_file
 
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
@@ -154,9 +160,15 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
     except ConfigError as e:
         raise UsageError(f"--resume: cannot read the saved config: {e}") from None
     current = OmegaConf.to_container(setup.cfg, resolve=True)
-    differ = [k for k in config_diff(saved, current) if k not in RESUMABLE_CHANGES]
+    flat_saved, flat_now = _flat(saved), _flat(current)
+    defaults = _flat(OmegaConf.to_container(OmegaConf.structured(RunConfig)))
+    differ = [
+        k
+        for k in config_diff(saved, current)
+        if k not in RESUMABLE_CHANGES  # a key added to the schema since is at its default:
+        and not (k not in flat_saved and k in defaults and flat_now.get(k) == defaults[k])
+    ]
     if differ:
-        flat_saved, flat_now = _flat(saved), _flat(current)
         changes = "; ".join(
             f"`{k}` was {_short(flat_saved.get(k))}, now {_short(flat_now.get(k))}" for k in differ
         )
@@ -190,7 +202,7 @@ def train_run(
         The summary, as :func:`train_and_evaluate`.
     """
     runtime.barrier("mlgrad train: checked")  # every process checked before 0 writes
-    with runtime.compilation_cache(console):
+    with runtime.compilation_cache(console), precision(plan.setup.cfg):
         return _Training(plan, console or Console()).run(plots=plots)
 
 
@@ -424,6 +436,7 @@ class _Training:
             "name": self.cfg.name,
             "config": setup.source,
             "steps": int(state.step),
+            "dtype": self.cfg.train.dtype,
             "metrics": final_metrics(setup.model, params, setup.data),
             **setup.model.report(params),
             "wall_time_s": round(time.perf_counter() - self.t0, 3),

@@ -1,0 +1,348 @@
+"""Optimizer sections: any optax optimizer by name, its keyword arguments checked against its
+signature, learning-rate schedules, and chains of optax transformations."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mlgrad.config.errors import ConfigError, _fmt, _join, _suggest, _typename, is_number
+
+# Ranges of common optax keyword arguments (any optimizer that has them).
+_KWARG_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "b1": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "b2": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "b3": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "momentum": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "decay": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
+    "eps": (lambda v: v >= 0.0, "a number >= 0"),
+    "eps_root": (lambda v: v >= 0.0, "a number >= 0"),
+    "weight_decay": (lambda v: v >= 0.0, "a number >= 0"),
+    "memory_size": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+
+# optax functions that take a learning_rate but are building blocks, not optimizers.
+_NOT_OPTIMIZERS = frozenset({"scale_by_learning_rate", "scale_by_rprop"})
+
+
+# optax.schedules functions that do not build a schedule from plain values.
+_NOT_SCHEDULES = frozenset({"inject_hyperparams", "inject_stateful_hyperparams", "join_schedules"})
+
+
+def _check_keys(section: Mapping, valid: Sequence[str], prefix: str, where: str) -> None:
+    for key in section:
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"`{_join(prefix, key)}`: keys must be names (strings), got {_fmt(key)} "
+                f"({_typename(key)}).",
+                _join(prefix, key),
+            )
+        if key not in valid:
+            raise ConfigError(
+                f"unknown key `{_join(prefix, key)}`.{_suggest(key, valid, prefix)} "
+                f"Valid keys {where}: {', '.join(valid)}.",
+                _join(prefix, key),
+            )
+
+
+@functools.cache
+def optimizer_names() -> tuple[str, ...]:
+    """The optax optimizers a config may name: public optax functions taking ``learning_rate``."""
+    import optax
+
+    names = []
+    for name in dir(optax):
+        fn = getattr(optax, name)
+        if name.startswith("_") or name in _NOT_OPTIMIZERS or not inspect.isfunction(fn):
+            continue
+        try:
+            if "learning_rate" in inspect.signature(fn).parameters:
+                names.append(name)
+        except (TypeError, ValueError):  # pragma: no cover - no signature
+            continue
+    return tuple(sorted(names))
+
+
+@functools.cache
+def schedule_names() -> tuple[str, ...]:
+    """The optax schedules a config may name (``optax.schedules``' schedule builders)."""
+    import optax
+
+    return tuple(
+        sorted(
+            n
+            for n in dir(optax.schedules)
+            if not n.startswith("_")
+            and n not in _NOT_SCHEDULES
+            and inspect.isfunction(getattr(optax.schedules, n))
+        )
+    )
+
+
+def _kinds(annotation: Any) -> set[str]:
+    """The value kinds an optax annotation allows: number, int, bool, str, none, schedule, any.
+
+    ``ArrayLike`` (a union that includes ``bool``) counts as a number only: a config's
+    ``momentum: true`` is a mistake, not 1.0.
+    """
+    kinds = _raw_kinds(annotation)
+    return kinds - {"bool", "int"} if "number" in kinds else kinds
+
+
+def _raw_kinds(annotation: Any) -> set[str]:
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return {"any"}
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_raw_kinds(a) for a in args))
+    if annotation is type(None):
+        return {"none"}
+    if annotation is bool:
+        return {"bool"}
+    if annotation is int:
+        return {"int"}
+    if annotation in (float, complex):
+        return {"number"}
+    if annotation is str:
+        return {"str"}
+    if origin is not None and getattr(origin, "__name__", "") == "Callable":
+        return {"schedule"}
+    if origin is not None:  # Iterable[...], Mapping[...], ...: pytrees of plain values
+        return {"any"}
+    if isinstance(annotation, type):
+        import numpy as np
+
+        if issubclass(annotation, np.bool_):
+            return {"bool"}
+        if issubclass(annotation, np.number | np.ndarray) or "Array" in annotation.__name__:
+            return {"number"}
+    return {"object"}  # a Python object (e.g. a GradientTransformation): not from a config
+
+
+def _signature(fn: Callable) -> inspect.Signature:
+    try:
+        return inspect.signature(fn, eval_str=True)
+    except Exception:  # unresolvable annotations: fall back to the raw ones
+        return inspect.signature(fn)
+
+
+def _check_kwargs(
+    fn: Callable, kwargs: Mapping, prefix: str, what: str, steps: int, skip: Sequence[str] = ()
+) -> dict:
+    """Checks keyword arguments of an optax function by its signature; builds schedules."""
+    params = {
+        n: p
+        for n, p in _signature(fn).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in skip
+    }
+    _check_keys(kwargs, [*skip, *params], prefix, f"of {what}")
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in kwargs]
+    if missing:
+        keys = ", ".join(f"`{_join(prefix, n)}`" for n in missing)
+        raise ConfigError(
+            f"{what} needs {keys}; give {'it' if len(missing) == 1 else 'them'} explicitly.",
+            _join(prefix, missing[0]),
+        )
+    out = {}
+    for name, value in kwargs.items():
+        if name in skip:
+            continue
+        key = _join(prefix, name)
+        kinds = _kinds(params[name].annotation)
+        out[name] = _check_kwarg(value, kinds, key, steps)
+        if name.endswith("steps") and is_number(value):
+            ok, expected = (lambda v: v > 0, "an integer > 0")
+            if name.startswith(("warmup", "end")) or name == "steps":
+                ok, expected = (lambda v: v >= 0, "an integer >= 0")
+            if not ok(value):
+                raise ConfigError(f"`{key}` must be {expected}, got {_fmt(value)}.", key)
+        if name in _KWARG_RANGES and is_number(value):
+            ok, expected = _KWARG_RANGES[name]
+            if not ok(value):
+                raise ConfigError(f"`{key}` must be {expected}, got {_fmt(value)}.", key)
+    return out
+
+
+def _check_kwarg(value: Any, kinds: set[str], key: str, steps: int) -> Any:
+    if value is None:
+        if "none" in kinds or "any" in kinds:
+            return None
+    elif isinstance(value, Mapping) and "schedule" in kinds:
+        return _build_schedule(value, key, steps)
+    elif isinstance(value, bool):
+        if kinds & {"bool", "any"}:
+            return value
+    elif is_number(value):
+        if kinds & {"number", "int", "any", "schedule"}:
+            if not math.isfinite(value):
+                raise ConfigError(f"`{key}` must be a finite number, got {_fmt(value)}.", key)
+            if kinds & {"number", "any", "schedule"} or isinstance(value, int):
+                return value
+            if float(value).is_integer():
+                return int(value)
+    elif isinstance(value, str):
+        if kinds & {"str", "any"}:
+            return value
+    elif "any" in kinds:
+        return value
+    if not kinds - {"object", "none"}:
+        raise ConfigError(
+            f"`{key}` takes a Python object, which a config cannot give; leave it out.", key
+        )
+    expected = []
+    if kinds & {"number", "schedule"}:
+        expected.append("a number")
+    if "int" in kinds:
+        expected.append("an integer")
+    if "bool" in kinds:
+        expected.append("true or false")
+    if "str" in kinds:
+        expected.append("a string")
+    if "schedule" in kinds:
+        expected.append("a schedule mapping {name: ..., ...}")
+    if "none" in kinds:
+        expected.append("null")
+    raise ConfigError(
+        f"`{key}` must be {' or '.join(expected) or 'a plain value'}, got {_fmt(value)} "
+        f"({_typename(value)}).",
+        key,
+    )
+
+
+def _build_schedule(spec: Mapping, key: str, steps: int) -> Callable:
+    """Builds an optax schedule from ``{name: ..., kwargs}`` and checks its values."""
+    import optax
+
+    names = schedule_names()
+    name = spec.get("name")
+    if name is None:
+        raise ConfigError(
+            f"`{key}` is a mapping, so it is a schedule and needs `{key}.name` (one of "
+            f"{', '.join(names)}); or give a number.",
+            _join(key, "name"),
+        )
+    if not isinstance(name, str) or name not in names:
+        raise ConfigError(
+            f"`{key}.name`: unknown optax schedule {_fmt(name)}."
+            + _suggest(str(name), names).replace("`", "'")
+            + f" Schedules: {', '.join(names)}.",
+            _join(key, "name"),
+        )
+    fn = getattr(optax.schedules, name)
+    kwargs = _check_kwargs(fn, spec, key, f"schedule {name}", steps, skip=("name",))
+    try:
+        schedule = fn(**kwargs)
+    except Exception as e:  # optax's own argument checks
+        raise ConfigError(f"`{key}`: optax.{name} rejected its arguments: {e}", key) from None
+    # A schedule is a function of the step; look at it where training will use it.
+    for step in sorted({0, steps // 2, max(steps - 1, 0)}):
+        try:
+            v = float(schedule(step))
+        except Exception as e:
+            raise ConfigError(f"`{key}`: schedule {name} fails at step {step}: {e}", key) from None
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(
+                f"`{key}`: schedule {name} gives {v:g} at step {step}; learning rates must be "
+                "finite and >= 0.",
+                key,
+            )
+    return schedule
+
+
+def optimizer_spec(
+    cfg: Mapping | DictConfig, *, steps: int = 1, prefix: str = "optimizer"
+) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The optax function and its keyword arguments (schedules built) for an optimizer section.
+
+    ``fn(**kwargs)`` is the optimizer; ``optax.inject_hyperparams(fn)(**kwargs)`` is the same
+    optimizer with its hyperparameters in the optimizer state (for sweeps).
+
+    Args:
+        cfg: ``{name: <optax optimizer>, learning_rate: <number or schedule>, **kwargs}``.
+        steps: the run's step count, where schedules are checked for finite, non-negative
+            values.
+        prefix: the key of this section in error messages.
+
+    Returns:
+        ``(fn, kwargs)``.
+
+    Raises:
+        ConfigError: unknown optimizer or schedule name (with the closest one), unknown or
+            missing keyword arguments, wrong types, a learning rate that is not > 0.
+    """
+    import optax
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(
+            f"`{prefix}` must be a mapping such as {{name: adam, learning_rate: 0.01}}, got "
+            f"{_fmt(cfg)} ({_typename(cfg)}).",
+            prefix,
+        )
+    names = optimizer_names()
+    name = cfg.get("name")
+    if name is None:
+        raise ConfigError(
+            f"missing required key `{prefix}.name` (an optax optimizer such as sgd or adam).",
+            _join(prefix, "name"),
+        )
+    if not isinstance(name, str) or name not in names:
+        raise ConfigError(
+            f"`{prefix}.name`: unknown optax optimizer {_fmt(name)}."
+            + _suggest(str(name), names).replace("`", "'")
+            + f" Optimizers: {', '.join(names)}.",
+            _join(prefix, "name"),
+        )
+    fn = getattr(optax, name)
+    kwargs = _check_kwargs(fn, cfg, prefix, f"optimizer {name}", steps, skip=("name",))
+    lr_key = _join(prefix, "learning_rate")
+    lr = cfg.get("learning_rate")
+    if is_number(lr) and not lr > 0:
+        raise ConfigError(
+            f"`{lr_key}` must be a number > 0, got {_fmt(lr)}. Gradient descent steps against "
+            "the gradient with a positive step size; try 0.01.",
+            lr_key,
+        )
+    return fn, kwargs
+
+
+def build_optimizer(
+    cfg: Mapping | DictConfig, *, steps: int = 1, inject_hyperparams: bool = False
+) -> Any:
+    """The optax ``GradientTransformation`` named by an optimizer config section.
+
+    Args:
+        cfg: the ``optimizer`` section: ``{name, learning_rate, **kwargs}``.
+        steps: the run's step count (schedules are checked over it).
+        inject_hyperparams: wrap with ``optax.inject_hyperparams`` so that the hyperparameters
+            live in the optimizer state (as sweeps over learning rates need).
+
+    Returns:
+        An ``optax.GradientTransformation``.
+
+    Example:
+        >>> opt = build_optimizer({"name": "sgd", "learning_rate": 0.1, "momentum": 0.9})
+        >>> type(opt).__name__
+        'GradientTransformationExtraArgs'
+    """
+    import optax
+
+    fn, kwargs = optimizer_spec(cfg, steps=steps)
+    if inject_hyperparams:
+        fn = optax.inject_hyperparams(fn)
+    try:
+        return fn(**kwargs)
+    except Exception as e:  # optax's own argument checks
+        name = getattr(fn, "__name__", "optimizer")
+        raise ConfigError(
+            f"`optimizer`: optax.{name} rejected its arguments: {e}", "optimizer"
+        ) from None
