@@ -540,3 +540,84 @@ def test_fuzzed_configs_end_in_a_config_error_or_a_valid_config(tmp_path):
             assert str(e).strip() and "\n" not in str(e).strip()
 
     check()
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizer chains
+
+CHAIN = [
+    "optimizer={chain: [{name: clip_by_global_norm, max_norm: 1.0}, "
+    "{name: adamw, learning_rate: 0.05, weight_decay: 0.001}]}"
+]
+
+
+def test_a_chain_with_clipping_equals_the_same_chain_built_by_hand_step_for_step(write):
+    """Gradient clipping before AdamW from a config, against optax.chain written by hand and a
+    plain optax loop (no mlgrad.fit): the same loss at every step, the same parameters."""
+    from mlgrad import fit
+    from mlgrad.config import learning_rate, learning_rate_key, optimizer_label
+
+    cfg, module = load_config(write(), CHAIN)
+    assert optimizer_label(cfg.optimizer) == "clip_by_global_norm + adamw"
+    assert learning_rate_key(cfg.optimizer) == "chain.1.learning_rate"
+    assert learning_rate(cfg.optimizer) == 0.05
+    data = load("ice_cream")
+    model = build_model(cfg, module, data)
+    batch = (jnp.asarray(data.x_train), jnp.asarray(data.y_train))
+    params = model.init(jax.random.PRNGKey(0))
+    params = jax.tree.map(lambda p: p + 3.0, params)  # far away: the clipping is active
+    result = fit(model.loss, params, batch, optimizer=build_optimizer(cfg.optimizer), steps=40)
+
+    by_hand = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.05, weight_decay=0.001))
+    state, p, losses, clipped = by_hand.init(params), params, [], 0
+    for _ in range(40):
+        loss, grads = jax.value_and_grad(model.loss)(p, batch)
+        norm = np.sqrt(sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads)))
+        clipped += norm > 1.0
+        updates, state = by_hand.update(grads, state, p)
+        p, losses = optax.apply_updates(p, updates), [*losses, float(loss)]
+    assert clipped >= 5  # the clipping mattered
+    np.testing.assert_allclose(np.asarray(result.history), losses, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(p), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+def test_a_chain_takes_schedules_and_index_overrides(write):
+    cfg, _ = load_config(
+        write(),
+        [
+            *CHAIN,
+            "optimizer.chain.1.learning_rate={name: cosine_decay_schedule, init_value: 0.1, "
+            "decay_steps: 10}",
+            "optimizer.chain.0.max_norm=2.5",
+        ],
+    )
+    assert cfg.optimizer.chain[0].max_norm == 2.5
+    assert cfg.optimizer.chain[1].learning_rate.name == "cosine_decay_schedule"
+    assert isinstance(build_optimizer(cfg.optimizer, steps=10), optax.GradientTransformation)
+
+
+BAD_CHAINS = [
+    (["optimizer.chain.0.name=clip_by_global_nrm"], "optimizer.chain.0.name", ["did you mean"]),
+    (
+        ["optimizer.chain.0.max_nrom=1"],
+        "optimizer.chain.0.max_nrom",
+        ["`optimizer.chain.0.max_norm`"],
+    ),
+    (["optimizer.chain.1.learning_rate=-1"], "optimizer.chain.1.learning_rate", ["> 0"]),
+    (["optimizer.chain.1.weight_decay=-1"], "optimizer.chain.1.weight_decay", [">= 0"]),
+    (["optimizer.chain.5.max_norm=1"], "optimizer.chain.5", ["has 2 items"]),
+    (["optimizer.chain=[]"], "optimizer.chain", ["non-empty list"]),
+    (["optimizer.chain=[5]"], "optimizer.chain.0", ["mapping"]),
+    (["optimizer.chain=[{name: l2_loss}]"], "optimizer.chain.0.predictions", ["explicitly"]),
+    (["optimizer.name=adam"], "optimizer.name", ["unknown key", "chain"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "fragments"), BAD_CHAINS)
+def test_bad_chains_name_the_element_and_key(write, overrides, key, fragments):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(), [*CHAIN, *overrides])
+    assert info.value.key == key, str(info.value)
+    for fragment in fragments:
+        assert fragment.lower() in str(info.value).lower(), str(info.value)

@@ -123,3 +123,24 @@ def test_a_float64_run_of_the_logistic_config_matches_scikit_learn_to_1e_8(tmp_p
     import jax.numpy as jnp
 
     assert jnp.zeros(1).dtype == jnp.float32
+
+
+def test_a_sweep_over_a_chains_learning_rate_is_one_program_equal_to_single_runs(
+    tmp_path, cache_dir
+):
+    chain = (
+        "optimizer={chain: [{name: clip_by_global_norm, max_norm: 1.0}, "
+        "{name: adamw, learning_rate: 0.05, weight_decay: 0.001}]}"
+    )
+    axes = [chain, "optimizer.chain.1.learning_rate=0.01,0.1", "train.steps=60"]
+    plan = prepare_sweep(LR, axes, tmp_path / "sw")
+    assert len(plan.groups) == 1 and [r.learning_rate for r in plan.runs] == [0.01, 0.1]
+    report = sweep_and_evaluate(LR, axes, tmp_path / "sw", plots=False, console=QUIET)
+    assert report.groups[0]["compiled_as"] == "one vmapped program"
+    for run, outcome in zip(plan.runs, report.outcomes, strict=True):
+        single = train_and_evaluate(
+            LR, tmp_path / f"run{run.index}", overrides=run.overrides, plots=False, console=QUIET
+        )
+        assert outcome.metrics["train_loss"] == pytest.approx(
+            single["metrics"]["train_loss"], rel=1e-5
+        )

@@ -33,6 +33,9 @@ from mlgrad.config.load import config_diff, load_config, to_yaml, validate_confi
 from mlgrad.config.models import build_model, model_config
 from mlgrad.config.optimizers import (
     build_optimizer,
+    learning_rate,
+    learning_rate_key,
+    optimizer_label,
     optimizer_names,
     optimizer_spec,
     schedule_names,
@@ -51,8 +54,11 @@ __all__ = [
     "build_optimizer",
     "config_diff",
     "is_number",
+    "learning_rate",
+    "learning_rate_key",
     "load_config",
     "model_config",
+    "optimizer_label",
     "optimizer_names",
     "optimizer_spec",
     "parse_override",

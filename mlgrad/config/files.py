@@ -74,7 +74,8 @@ def _read_config_file(path: Path) -> dict:
     return tree
 
 
-_OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# Dotted names; a number indexes a list (optimizer.chain.1.learning_rate).
+_OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+))*$")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -116,21 +117,36 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def _apply_override(tree: dict, key: str, value: Any) -> None:
-    """Sets ``tree[a][b][c] = value`` for ``key = 'a.b.c'``; a value replaces, never merges."""
+    """Sets ``tree[a][b][c] = value`` for ``key = 'a.b.c'`` (a number indexes a list); a value
+    replaces, never merges."""
     parts = key.split(".")
-    node = tree
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            where = ".".join(parts[: i + 1])
+    node: Any = tree
+    for i, part in enumerate(parts):
+        where = ".".join(parts[: i + 1])
+        last = i == len(parts) - 1
+        if isinstance(node, list) and part.isdigit():
+            if int(part) >= len(node):
+                raise ConfigError(
+                    f"`{where}`: the list `{'.'.join(parts[:i])}` has {len(node)} items "
+                    f"(0 to {len(node) - 1}).",
+                    where,
+                )
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            parent = ".".join(parts[:i])
             raise ConfigError(
-                f"`{where}` is {_fmt(child)}, not a mapping, so it has no key `{parts[i + 1]}`.",
-                where,
+                f"`{parent}` is {_fmt(node)}, not a mapping, so it has no key `{part}`.", parent
             )
-        node = child
-    node[parts[-1]] = value
+        if last:
+            node[part] = value
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
 
 
 def _config_path(name_or_path: str | Path) -> Path:

@@ -33,6 +33,10 @@ _KWARG_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
 _NOT_OPTIMIZERS = frozenset({"scale_by_learning_rate", "scale_by_rprop"})
 
 
+# optax functions a chain cannot name: they combine transformations given as Python objects.
+_NOT_TRANSFORMATIONS = frozenset(
+    {"chain", "named_chain", "multi_transform", "inject_hyperparams", "inject_stateful_hyperparams"}
+)
 # optax.schedules functions that do not build a schedule from plain values.
 _NOT_SCHEDULES = frozenset({"inject_hyperparams", "inject_stateful_hyperparams", "join_schedules"})
 
@@ -266,7 +270,10 @@ def optimizer_spec(
     optimizer with its hyperparameters in the optimizer state (for sweeps).
 
     Args:
-        cfg: ``{name: <optax optimizer>, learning_rate: <number or schedule>, **kwargs}``.
+        cfg: ``{name: <optax optimizer>, learning_rate: <number or schedule>, **kwargs}``, or
+            a chain ``{chain: [{name: <optax transformation>, **kwargs}, ...]}`` (for example
+            gradient clipping before AdamW), each element checked the same way; the chain's
+            learning rate is that of the element that sets one.
         steps: the run's step count, where schedules are checked for finite, non-negative
             values.
         prefix: the key of this section in error messages.
@@ -278,7 +285,6 @@ def optimizer_spec(
         ConfigError: unknown optimizer or schedule name (with the closest one), unknown or
             missing keyword arguments, wrong types, a learning rate that is not > 0.
     """
-    import optax
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -288,22 +294,34 @@ def optimizer_spec(
             f"{_fmt(cfg)} ({_typename(cfg)}).",
             prefix,
         )
-    names = optimizer_names()
+    if "chain" in cfg:
+        return _chain_spec(cfg, steps=steps, prefix=prefix)
+    return _single_spec(cfg, optimizer_names(), steps=steps, prefix=prefix)
+
+
+def _single_spec(
+    cfg: Mapping, names: Sequence[str], *, steps: int, prefix: str, what: str = "optimizer"
+) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """One optax function by name, its keyword arguments checked (a learning rate > 0)."""
+    import optax
+
     name = cfg.get("name")
     if name is None:
         raise ConfigError(
-            f"missing required key `{prefix}.name` (an optax optimizer such as sgd or adam).",
+            f"missing required key `{prefix}.name` (an optax {what} such as "
+            f"{'sgd or adam' if what == 'optimizer' else 'clip_by_global_norm or adamw'}).",
             _join(prefix, "name"),
         )
     if not isinstance(name, str) or name not in names:
+        plural = "Optimizers" if what == "optimizer" else "Transformations"
         raise ConfigError(
-            f"`{prefix}.name`: unknown optax optimizer {_fmt(name)}."
+            f"`{prefix}.name`: unknown optax {what} {_fmt(name)}."
             + _suggest(str(name), names).replace("`", "'")
-            + f" Optimizers: {', '.join(names)}.",
+            + f" {plural}: {', '.join(names)}.",
             _join(prefix, "name"),
         )
     fn = getattr(optax, name)
-    kwargs = _check_kwargs(fn, cfg, prefix, f"optimizer {name}", steps, skip=("name",))
+    kwargs = _check_kwargs(fn, cfg, prefix, f"{what} {name}", steps, skip=("name",))
     lr_key = _join(prefix, "learning_rate")
     lr = cfg.get("learning_rate")
     if is_number(lr) and not lr > 0:
@@ -313,6 +331,121 @@ def optimizer_spec(
             lr_key,
         )
     return fn, kwargs
+
+
+@functools.cache
+def transformation_names() -> tuple[str, ...]:
+    """What a chain's element may name: any public optax function that builds a gradient
+    transformation from plain values (optimizers, clipping, weight decay, scaling, ...)."""
+    import optax
+
+    return tuple(
+        n
+        for n in sorted(dir(optax))
+        if not n.startswith("_")
+        and n not in _NOT_TRANSFORMATIONS
+        and inspect.isfunction(getattr(optax, n))
+        and n not in schedule_names()
+    )
+
+
+def _chain_spec(
+    cfg: Mapping, *, steps: int, prefix: str
+) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """``{chain: [{name, **kwargs}, ...]}``: ``optax.chain`` of the elements, in order.
+
+    The returned builder takes ``learning_rate``, which replaces the learning rate of the
+    element that sets one (its key: :func:`learning_rate_key`), so that sweeps can inject it.
+    """
+    import optax
+
+    _check_keys(cfg, ["chain"], prefix, "of an optimizer chain")
+    chain_key = _join(prefix, "chain")
+    elements = cfg["chain"]
+    if not isinstance(elements, list) or not elements:
+        raise ConfigError(
+            f"`{chain_key}` must be a non-empty list of transformations such as "
+            "[{name: clip_by_global_norm, max_norm: 1.0}, {name: adamw, learning_rate: 0.001}], "
+            f"got {_fmt(elements)}.",
+            chain_key,
+        )
+    specs = []
+    for i, element in enumerate(elements):
+        key = f"{chain_key}.{i}"
+        if not isinstance(element, Mapping):
+            raise ConfigError(
+                f"`{key}` must be a mapping {{name: ..., ...}}, got {_fmt(element)}.", key
+            )
+        fn, kwargs = _single_spec(
+            element, transformation_names(), steps=steps, prefix=key, what="transformation"
+        )
+        try:
+            built = fn(**kwargs)
+        except Exception as e:  # optax's own argument checks
+            raise ConfigError(
+                f"`{key}`: optax.{fn.__name__} rejected its arguments: {e}", key
+            ) from None
+        if not isinstance(built, optax.GradientTransformation):
+            raise ConfigError(
+                f"`{key}.name`: optax.{fn.__name__} is not a gradient transformation; a chain "
+                "holds optimizers and transformations such as clip_by_global_norm.",
+                _join(key, "name"),
+            )
+        specs.append((fn, kwargs))
+    index = _learning_rate_index(cfg)
+
+    def chain(**override: Any) -> Any:
+        parts = []
+        for i, (fn, kwargs) in enumerate(specs):
+            parts.append(fn(**({**kwargs, **override} if i == index else kwargs)))
+        return optax.chain(*parts)
+
+    lr = {} if index is None else {"learning_rate": specs[index][1]["learning_rate"]}
+    return chain, lr
+
+
+def _learning_rate_index(cfg: Mapping) -> int | None:
+    """The chain element whose learning rate is the run's (the first that sets one)."""
+    for i, element in enumerate(cfg.get("chain") or []):
+        if isinstance(element, Mapping) and element.get("learning_rate") is not None:
+            return i
+    return None
+
+
+def learning_rate_key(cfg: Mapping | DictConfig) -> str:
+    """Where an optimizer section keeps the run's learning rate, below ``optimizer``:
+    ``learning_rate``, or ``chain.<i>.learning_rate`` for the element of a chain that sets one.
+
+    Example:
+        >>> learning_rate_key({"chain": [{"name": "clip", "max_delta": 1.0},
+        ...                              {"name": "sgd", "learning_rate": 0.1}]})
+        'chain.1.learning_rate'
+    """
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    index = _learning_rate_index(cfg) if "chain" in cfg else None
+    return "learning_rate" if index is None else f"chain.{index}.learning_rate"
+
+
+def optimizer_label(cfg: Mapping | DictConfig) -> str:
+    """A short name for an optimizer section: ``adam``, or ``clip_by_global_norm + adamw``."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if "chain" in cfg:
+        return " + ".join(str(e.get("name")) for e in cfg["chain"] if isinstance(e, Mapping))
+    return str(cfg.get("name"))
+
+
+def learning_rate(cfg: Mapping | DictConfig) -> Any:
+    """The run's learning rate (a number, a schedule mapping, or None: the default)."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    node: Any = cfg
+    for part in learning_rate_key(cfg).split("."):
+        node = node[int(part)] if part.isdigit() else node.get(part)
+        if node is None:
+            return None
+    return node
 
 
 def build_optimizer(

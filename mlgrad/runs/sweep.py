@@ -47,11 +47,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlgrad.config import is_number
+from mlgrad.config import is_number, optimizer_label
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
 from mlgrad.runs.setup import as_batch, metrics_program, precision
-from mlgrad.runs.sweep_plan import LR, SEED, Group, SweepPlan, prepare_sweep
+from mlgrad.runs.sweep_plan import Group, SweepPlan, prepare_sweep, shape_axes
 from mlgrad.runs.sweep_report import Outcome, SweepReport, write_sweep
 
 
@@ -111,7 +111,7 @@ def _train_groups(plan: SweepPlan, console: Console) -> tuple[list[Outcome], lis
     by_run: dict[int, Outcome] = {}
     info: list[dict] = []
     devices: dict[Any, Any] = {}
-    shape_keys = [a for a in plan.swept if a.key not in (SEED, LR)]
+    shape_keys = [a for a in shape_axes(plan.swept)]
     console.info(
         f"mlgrad: sweeping {runs[0].cfg.name}: {len(runs)} runs in {len(groups)} "
         f"group{'s' if len(groups) != 1 else ''}"
@@ -209,7 +209,7 @@ def _why_not_vmapped(group: Group, optimizer_fn: Any) -> str:
     try:
         jax.eval_shape(one_step, jax.random.PRNGKey(0))
     except Exception as e:  # any failure: train this group's runs one by one
-        name = group.cfg.optimizer.name
+        name = optimizer_label(group.cfg.optimizer)
         return (
             f"optax.{name} does not trace under optax.inject_hyperparams ({type(e).__name__}: {e})"
         )

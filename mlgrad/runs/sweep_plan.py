@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,17 @@ from mlgrad.runs.setup import load_data, mesh_of
 from mlgrad.runs.text import lr_text, table_text
 
 SEED, LR = "seed", "optimizer.learning_rate"
+
+
+def shape_axes(axes: Sequence[Axis]) -> list[Axis]:
+    """The axes that change what is compiled: all but the seed and the learning rate."""
+    return [a for a in axes if a.key != SEED and not is_lr(a.key)]
+
+
+def is_lr(key: str) -> bool:
+    """Whether ``key`` is a learning rate a sweep injects: ``optimizer.learning_rate``, or an
+    optimizer chain's element's (``optimizer.chain.1.learning_rate``)."""
+    return key == LR or re.fullmatch(r"optimizer\.chain\.[0-9]+\.learning_rate", key) is not None
 
 
 def split_values(text: str) -> list[str]:
@@ -182,10 +194,16 @@ def _plain(cfg: Any) -> Any:
 
 def _group_key(cfg: Any) -> str:
     """The config less what one program sweeps: the seed and a numeric learning rate."""
+    from mlgrad.config import learning_rate, learning_rate_key
+
     tree = _plain(cfg)
     tree.pop("seed", None)
-    if is_number(tree["optimizer"].get("learning_rate")):
-        tree["optimizer"].pop("learning_rate")
+    if is_number(learning_rate(tree["optimizer"])):
+        *path, last = learning_rate_key(tree["optimizer"]).split(".")
+        node = tree["optimizer"]
+        for part in path:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node.pop(last)
     return json.dumps(tree, sort_keys=True, default=str)
 
 
@@ -199,7 +217,7 @@ def plan(config: Path, axes: Sequence[Axis]) -> tuple[list[Run], list[Group]]:
         ConfigError, DataError: the first bad combination, naming the key (and, with several
             swept keys, the combination).
     """
-    from mlgrad.config import ConfigError, build_model, build_optimizer, load_config
+    from mlgrad.config import ConfigError, build_model, build_optimizer, learning_rate, load_config
     from mlgrad.data import DataError
 
     swept = [a for a in axes if len(a.values) > 1]
@@ -214,7 +232,7 @@ def plan(config: Path, axes: Sequence[Axis]) -> tuple[list[Run], list[Group]]:
             mesh_of(cfg)  # train.devices against the devices JAX sees
         except ConfigError as e:
             raise _in_run(e, texts, swept) from None
-        lr = _plain(cfg.optimizer).get("learning_rate")
+        lr = learning_rate(cfg.optimizer)
         runs.append(Run(index, texts, overrides, cfg, module, int(cfg.seed), lr))
 
     datasets: dict[str, Any] = {}
@@ -288,7 +306,7 @@ class SweepPlan:
         rows = []
         for run in self.runs:
             row: dict[str, Any] = {"run": run.index}
-            row.update({a.key: run.texts[a.key] for a in self.swept if a.key not in (SEED, LR)})
+            row.update({a.key: run.texts[a.key] for a in shape_axes(self.swept)})
             row.update(seed=run.seed, learning_rate=lr_text(run.learning_rate), group=run.group)
             rows.append(row)
         n = len(self.groups)

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlgrad.config import is_number
+from mlgrad.config import is_number, learning_rate_key, optimizer_label
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
 from mlgrad.runs.errors import RunError
-from mlgrad.runs.sweep_plan import LR, SEED, Axis, Run, SweepPlan, _plain
+from mlgrad.runs.sweep_plan import SEED, Axis, Run, SweepPlan, _plain, is_lr, shape_axes
 from mlgrad.runs.text import lr_text, table_text
 
 
@@ -33,7 +33,7 @@ def rows_of(runs: Sequence[Run], outcomes: Sequence[Outcome], swept: Sequence[Ax
     rows = []
     for run, outcome in zip(runs, outcomes, strict=True):
         row: dict[str, Any] = {"run": run.index}
-        row.update({a.key: run.texts[a.key] for a in swept if a.key not in (SEED, LR)})
+        row.update({a.key: run.texts[a.key] for a in shape_axes(swept)})
         row["seed"] = run.seed
         lr = run.learning_rate
         row["learning_rate"] = float(lr) if is_number(lr) else lr_text(lr)
@@ -64,16 +64,16 @@ def curve_labels(runs: Sequence[Run], swept: Sequence[Axis]) -> tuple[list[str],
     """The legend label of each run's curve (runs that differ only in seed share one, and a
     colour); with a swept numeric learning rate, the learning rates to shade the colours by
     and, when other keys are swept too, each run's group (a colour family per group)."""
-    keys = sorted((a for a in swept if a.key != SEED), key=lambda a: a.key == LR)  # lr last
+    keys = sorted((a for a in swept if a.key != SEED), key=lambda a: is_lr(a.key))  # lr last
     if not keys:
         return [f"seed {r.seed}" if swept else f"run {r.index}" for r in runs], None, None
     labels = [
         ", ".join(
-            f"lr {r.texts[a.key]}" if a.key == LR else f"{a.key}={r.texts[a.key]}" for a in keys
+            f"lr {r.texts[a.key]}" if is_lr(a.key) else f"{a.key}={r.texts[a.key]}" for a in keys
         )
         for r in runs
     ]
-    if any(a.key == LR for a in keys) and all(is_number(r.learning_rate) for r in runs):
+    if any(is_lr(a.key) for a in keys) and all(is_number(r.learning_rate) for r in runs):
         lrs = [float(r.learning_rate) for r in runs]
         return labels, lrs, ([r.group for r in runs] if len(keys) > 1 else None)
     return labels, None, None
@@ -143,7 +143,11 @@ class SweepReport:
                     "run": run.index,
                     "group": run.group,
                     "overrides": run.overrides,
-                    **{a.key: run.texts[a.key] for a in plan.swept if a.key not in (SEED, LR)},
+                    **{
+                        a.key: run.texts[a.key]
+                        for a in plan.swept
+                        if a.key != SEED and not is_lr(a.key)
+                    },
                     "seed": run.seed,
                     "learning_rate": run.learning_rate,
                     "metrics": {k: rundir.finite_or_none(v) for k, v in outcome.metrics.items()},
@@ -191,7 +195,8 @@ class SweepReport:
         if self.diverged < len(self.outcomes):
             return None
         lrs = [r.learning_rate for r in self.plan.runs if is_number(r.learning_rate)]
-        hint = f", e.g. optimizer.learning_rate={min(lrs) / 10:g}" if lrs else ""
+        key = learning_rate_key(self.plan.runs[0].cfg.optimizer)
+        hint = f", e.g. optimizer.{key}={min(lrs) / 10:g}" if lrs else ""
         return (
             f"every run of the sweep diverged (the loss became NaN or infinite); the table is "
             f"in {self.plan.run_dir}. Try smaller learning rates{hint}."
@@ -262,7 +267,7 @@ def _plot(path: Path, report: SweepReport, console: Console) -> None:
             color_values=color_values,
             color_groups=color_groups,
             best=best,
-            title=f"Sweep: {cfg.name} ({cfg.optimizer.name})",
+            title=f"Sweep: {cfg.name} ({optimizer_label(cfg.optimizer)})",
             subtitle=subtitle,
             loss_label=getattr(runs[0].module, "LOSS_LABEL", "loss"),
             minibatch=bool(per_epoch),

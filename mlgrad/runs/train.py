@@ -401,9 +401,11 @@ class _Training:
                 self.log.record(k, train_loss=e.history[k - start - 1])
         with contextlib.suppress(OSError):
             self.log.flush(force=True)
+        from mlgrad.config import learning_rate, learning_rate_key
+
         loss = float(e.history[-1]) if len(e.history) else float("nan")
-        lr = self.cfg.optimizer.get("learning_rate")
-        hint = f" e.g. optimizer.learning_rate={lr / 10:g}" if isinstance(lr, int | float) else ""
+        lr, key = learning_rate(self.cfg.optimizer), learning_rate_key(self.cfg.optimizer)
+        hint = f" e.g. optimizer.{key}={lr / 10:g}" if isinstance(lr, int | float) else ""
         return RunError(
             f"training diverged at step {e.step}: the loss became {loss:g} (or the update "
             f"non-finite). The last good state (step {int(good.step)}) is saved in "
@@ -451,6 +453,7 @@ class _Training:
     def _plots(self, params: Any, result: Any) -> list[Path]:
         """loss.png and the model's own figures; a model's plotting bug is only a warning."""
         from mlgrad import plots
+        from mlgrad.config import optimizer_label
 
         cfg, setup = self.cfg, self.setup
         train_steps, train_losses = self.log.curve("train_loss")
@@ -463,7 +466,8 @@ class _Training:
                 train_losses,
                 val_steps,
                 val_losses,
-                title=f"Loss curve: {cfg.name} ({cfg.optimizer.name}, {_lr_text(cfg.optimizer)})",
+                title=f"Loss curve: {cfg.name} ({optimizer_label(cfg.optimizer)}, "
+                f"{_lr_text(cfg.optimizer)})",
                 loss_label=getattr(setup.module, "LOSS_LABEL", "loss"),
                 minibatch=batch is not None and batch < len(setup.data.x_train),
             )
@@ -478,7 +482,9 @@ class _Training:
 
 
 def _lr_text(optimizer: Any) -> str:
-    lr = optimizer.get("learning_rate")
+    from mlgrad.config import learning_rate
+
+    lr = learning_rate(optimizer)
     if isinstance(lr, int | float):
         return f"learning rate {lr:g}"
     if lr is None:
