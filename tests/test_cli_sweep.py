@@ -12,6 +12,7 @@ import importlib
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -457,36 +458,36 @@ def test_interrupt_or_failed_write_leaves_nothing(cli, monkeypatch):
 
 
 def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
-    """A sweep claims its run directory before it trains: one that starts while another is
-    training into the same --out (after both found it empty) exits 2 and writes nothing; a
-    default directory name moves on to the next free one."""
-    claim = rundir.CLAIM
+    """A sweep owns its run directory (an OS lock) while it trains: a sweep or a run that
+    starts into the same --out meanwhile (even after both found it empty) exits 2 naming the
+    owner's PID and writes nothing; a default directory name moves on to the next free one."""
     real_train = run_sweep._train_groups
 
-    def another_sweep_starts_meanwhile(*args, **kwargs):
-        out = Path("sw")
-        assert (out / claim).is_file()  # ours, held while training
+    def others_start_meanwhile(*args, **kwargs):
+        assert (Path("sw") / rundir.LOCK).is_file()  # ours, held while training
         monkeypatch.setattr(rundir, "check_empty", lambda *a, **k: None)  # raced past it
         second = cli("sweep", LR, "seed=5", "train.steps=2", "--out", "sw", "--no-plots")
         second.assert_user_error()
-        assert "another sweep is writing to sw" in second.err
+        assert f"in use by another mlgrad process (PID {os.getpid()}, mlgrad sweep)" in second.err
+        run = cli("train", LR, "train.steps=2", "--out", "sw", "--no-plots")
+        run.assert_user_error()
+        assert "in use by another mlgrad process" in run.err
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(run_sweep, "_train_groups", another_sweep_starts_meanwhile)
+    monkeypatch.setattr(run_sweep, "_train_groups", others_start_meanwhile)
     res = cli("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw", "--no-plots", "-q")
     assert res.code == 0, res.err
-    assert _listing(Path("sw")) == ["config.yaml", "sweep.csv", "sweep.json"]  # claim gone
+    assert _listing(Path("sw")) == ["config.yaml", "sweep.csv", "sweep.json"]  # lock gone
     assert [r["seed"] for r in _rows(Path("sw"))] == ["0", "1"]
 
-    # A default name that another sweep claimed after this one chose it: the next one.
+    # A default name that another process owns after this one chose it: the next one.
     monkeypatch.setattr(run_sweep, "_train_groups", real_train)
     names = iter(["runs/a", "runs/b"])
     monkeypatch.setattr(rundir, "default_run_dir", lambda name: Path(next(names)))
-    Path("runs/a").mkdir(parents=True)
-    (Path("runs/a") / claim).write_text("1\n")
-    res = cli("sweep", LR, "seed=0", "train.steps=2", "--no-plots", "-q")
-    assert res.code == 0, res.err
-    assert _listing(Path("runs/a")) == [claim]  # the other sweep's, untouched
+    with rundir.RunDirLock(Path("runs/a"), what="another sweep"):
+        res = cli("sweep", LR, "seed=0", "train.steps=2", "--no-plots", "-q")
+        assert res.code == 0, res.err
+        assert _listing(Path("runs/a")) == [rundir.LOCK]  # the other's, untouched
     assert _listing(Path("runs/b")) == ["config.yaml", "sweep.csv", "sweep.json"]
 
 

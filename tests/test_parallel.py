@@ -186,6 +186,7 @@ def test_two_processes_equal_one_process(single, tmp_path):
         "loss.png",
         "metrics.jsonl",
         "probabilities.png",
+        "run.json",
         "summary.json",
     ]
     summary = json.loads((run_dir / "summary.json").read_text())

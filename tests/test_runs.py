@@ -47,6 +47,7 @@ def test_train_and_evaluate_a_shrunk_config(tmp_path, cache_dir):
         "loss.png",
         "loss_surface.png",
         "metrics.jsonl",
+        "run.json",
         "summary.json",
     ]
     slope, intercept = _lstsq()  # gradient descent on standardised data converges to it

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlgrad.runs import runtime
+from mlgrad.runs import rundir, runtime
+from mlgrad.runs.console import Console
 from mlgrad.runs.errors import UsageError
 from mlgrad.runs.setup import final_metrics, initial_state, precision, prepare
 
@@ -32,7 +33,12 @@ def evaluate(workdir: str | Path) -> dict[str, Any]:
     if not config.is_file():
         raise UsageError(f"{run_dir} holds no config.yaml; is it a run directory of mlgrad train?")
     setup = prepare(config)
-    with runtime.compilation_cache(), precision(setup.cfg):
+    # held while reading: a run training into run_dir refuses eval, and the other way round
+    with (
+        rundir.RunDirLock(run_dir, what="mlgrad eval", shared=True),
+        runtime.compilation_cache(),
+        precision(setup.cfg),
+    ):
         state = restore_latest(setup, run_dir)
         metrics = final_metrics(setup.model, state.params, setup.data)
     return {
@@ -43,21 +49,30 @@ def evaluate(workdir: str | Path) -> dict[str, Any]:
     }
 
 
-def restore_latest(setup: Any, run_dir: Path, step: int | None = None) -> Any:
+def restore_latest(setup: Any, run_dir: Path, step: int | None = None, *, warn: Any = None) -> Any:
     """The train state of ``run_dir``'s latest complete checkpoint (or of ``step``).
 
+    A damaged newest checkpoint is skipped for the newest intact one, with a warning line
+    passed to ``warn`` (default: printed on stderr).
+
     Raises:
-        UsageError: no complete checkpoint (or none at ``step``), or one that does not fit
-            the run's config.
+        UsageError: no complete checkpoint (or none at ``step``), none intact, or one that does
+            not fit the run's config.
     """
-    from mlgrad.training.checkpoint import Checkpointer
+    warn = warn or Console().info
+    from mlgrad.training.checkpoint import Checkpointer, CheckpointError
 
     ckpt = Checkpointer(Path(run_dir) / "checkpoints")
     try:
         if ckpt.latest_step() is None:
             raise UsageError(f"{run_dir} holds no complete checkpoint.")
-        return ckpt.restore(initial_state(setup), step)
-    except ValueError as e:
+        if step is not None:
+            return ckpt.restore(initial_state(setup), step)
+        state, skipped = ckpt.restore_newest_intact(initial_state(setup))
+        for damaged in skipped:
+            warn(f"warning: {damaged}; using the newest intact checkpoint (step {int(state.step)})")
+        return state
+    except (ValueError, CheckpointError) as e:
         raise UsageError(str(e)) from None
     finally:
         ckpt.close()

@@ -1,15 +1,26 @@
-"""Run directories: their names, the checks before one is written, atomic writes, a claim.
+"""Run directories: their names, the checks before one is written, atomic writes, and one
+owner at a time.
 
 Every file of a run directory is written atomically (:func:`write_atomic`: a temporary file in
 the same directory, then ``os.replace``), so a crash leaves the old file or the new one, never
-a torn one; a killed write leaves only its temporary file, which :func:`is_leftover`
-recognises and the next writer removes.
+a torn one; a killed write leaves only its temporary file, named with a token of its directory
+(``.config.yaml.mlgrad-tmp-<token>-<pid>``), which :func:`is_leftover` recognises and the next
+writer removes. Nothing else is ever deleted: a user's own file stays, and makes the directory
+count as not empty.
+
+One process owns a run directory at a time (:class:`RunDirLock`): an OS file lock
+(``fcntl.flock``) on ``.mlgrad.lock`` in it, exclusive while ``mlgrad train`` or ``mlgrad
+sweep`` writes, shared while ``mlgrad eval`` reads. The kernel releases it when the process
+ends, however it ends, so a SIGKILL never leaves a stale claim; a second writer is refused
+with the holder's PID.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
+import hashlib
 import json
 import math
 import os
@@ -19,9 +30,8 @@ from typing import Any
 from mlgrad import _faults
 from mlgrad.runs.errors import RunError, UsageError
 
-#: Created (O_EXCL) in a sweep's run directory while it trains and writes, so that a second
-#: sweep started with the same directory is refused instead of mixing its files in.
-CLAIM = ".sweep-running"
+#: The lock file of a run directory (:class:`RunDirLock`); removed when its owner finishes.
+LOCK = ".mlgrad.lock"
 
 
 def utc_stamp() -> str:
@@ -32,6 +42,7 @@ def utc_stamp() -> str:
 def default_run_dir(name: str) -> Path:
     """``runs/<name>-<UTC timestamp>``, with ``-2``, ``-3``, ... when that exists already."""
     base = Path("runs") / f"{name}-{utc_stamp()}"
+    check_name_lengths(base)
     path, i = base, 1
     while path.exists():
         i += 1
@@ -39,9 +50,32 @@ def default_run_dir(name: str) -> Path:
     return path
 
 
+def check_name_lengths(path: Path) -> None:
+    """Raises UsageError when a name in ``path`` is longer than the file system allows
+    (checked before anything touches the path, which would fail with ENAMETOOLONG)."""
+    name_max = 255
+    with contextlib.suppress(OSError, ValueError):
+        existing = next((p for p in Path(path).absolute().parents if p.exists()), Path("/"))
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > name_max:
+            raise UsageError(
+                f"output path {path}: the name {part[:30]}... is {len(os.fsencode(part))} "
+                f"bytes long; the file system allows {name_max}. Choose a shorter --out (or "
+                "run name)."
+            )
+
+
 def check_can_create(path: Path) -> None:
-    """Raises UsageError unless ``path`` is a directory we can write or can be created."""
+    """Raises UsageError unless ``path`` is a directory we can write or can be created: not a
+    file, not a symbolic link to nothing, no name longer than the file system allows."""
     path = path.absolute()
+    check_name_lengths(path)
+    if path.is_symlink() and not path.exists():
+        raise UsageError(
+            f"output path {path} is a symbolic link to {os.readlink(path)}, which does not "
+            "exist; create that directory, or choose another --out."
+        )
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"output path {path} exists and is not a directory.")
@@ -59,17 +93,28 @@ def check_can_create(path: Path) -> None:
         raise UsageError(f"cannot create output directory {path}: {parent} is not writable.")
 
 
+def _token(directory: Path) -> str:
+    """A token of ``directory`` (its absolute path) that names its temporary files."""
+    return hashlib.sha1(str(directory.absolute()).encode()).hexdigest()[:8]
+
+
+def temporary(path: Path) -> Path:
+    """The temporary file an atomic write of ``path`` goes through."""
+    return path.with_name(f".{path.name}.mlgrad-tmp-{_token(path.parent)}-{os.getpid()}")
+
+
 def is_leftover(path: Path) -> bool:
-    """Whether ``path`` is the temporary file of an atomic write that was killed (see
-    :func:`write_atomic`): a run killed while writing its first file leaves only that, and
-    the directory still counts as empty."""
-    name = path.name
-    return name.startswith(".") and ".tmp-" in name and name.rpartition(".tmp-")[2].isdigit()
+    """Whether ``path`` is the temporary file of an atomic write into its directory that was
+    killed (see :func:`temporary`): a run killed while writing its first file leaves only
+    that, and the directory still counts as empty. The token is the directory's own, so a
+    user's file that merely looks temporary is never taken for one."""
+    head, sep, tail = path.name.rpartition(f".mlgrad-tmp-{_token(path.parent)}-")
+    return bool(sep) and head.startswith(".") and tail.isdigit()
 
 
 def is_empty(path: Path) -> bool:
-    """Whether ``path`` does not exist or holds nothing but leftovers of killed writes."""
-    return not path.exists() or all(is_leftover(p) for p in path.iterdir())
+    """Whether ``path`` does not exist or holds nothing but leftovers and a lock file."""
+    return not path.exists() or all(is_leftover(p) or p.name == LOCK for p in path.iterdir())
 
 
 def remove_leftovers(path: Path) -> None:
@@ -81,7 +126,7 @@ def remove_leftovers(path: Path) -> None:
 
 def write_atomic(path: Path, text: str) -> None:
     """Writes ``text`` to ``path`` via a temporary file in the same directory and os.replace."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary(path)
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
@@ -106,46 +151,124 @@ def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
-def claim(run_dir: Path, *, default_name: str | None = None) -> tuple[Path, bool]:
-    """Takes ``run_dir`` for one writer (a sweep) before it trains: creates :data:`CLAIM` in
-    it exclusively. Returns the directory (with ``default_name``, a default directory taken
-    meanwhile moves on to the next free default name) and whether this call created it.
+class RunDirLock:
+    """The OS lock that makes one process the owner of a run directory (see module doc).
+
+    Args:
+        run_dir: the directory (created if missing, when exclusive).
+        what: what the owner does, shown to a process that is refused (``mlgrad train``).
+        shared: a reader's lock (``mlgrad eval``): readers share, a writer excludes them.
 
     Raises:
-        UsageError: another writer holds the claim, or the directory filled meanwhile.
-        RunError: the directory cannot be created.
+        UsageError: another process holds the directory (its PID named).
+    """
+
+    def __init__(self, run_dir: Path, *, what: str, shared: bool = False) -> None:
+        self.run_dir, self.what, self.shared = Path(run_dir), what, shared
+        self._fd: int | None = None
+        self._acquire()
+
+    def _acquire(self) -> None:
+        path = self.run_dir / LOCK
+        while True:
+            try:
+                if not self.shared:
+                    self.run_dir.mkdir(parents=True, exist_ok=True)
+                fd = self._open(path)
+            except OSError as e:
+                if self.shared:
+                    return  # a read-only run directory: a reader goes without the lock
+                raise RunError(f"cannot create the run directory {self.run_dir}: {e}") from None
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise UsageError(
+                    f"{self.run_dir} is in use by another mlgrad process ({holder}); wait for "
+                    "it to finish, or choose another --out."
+                ) from None
+            if _same_file(fd, path):  # not a lock file its owner removed meanwhile
+                break
+            os.close(fd)
+        self._fd = fd
+        if not self.shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"PID {os.getpid()}, {self.what}\n".encode(), 0)
+
+    def _open(self, path: Path) -> int:
+        """The lock file's descriptor; a reader that creates it removes it again (it writes
+        nothing into the run directory)."""
+        self._created = False
+        if not self.shared:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            self._created = True
+            return fd
+        except FileExistsError:
+            return os.open(path, os.O_RDONLY)
+
+    def release(self) -> None:
+        """Removes the lock file (a writer's, or one a reader made) and releases the lock."""
+        if self._fd is None:
+            return
+        if not self.shared or self._created:
+            with contextlib.suppress(OSError):
+                (self.run_dir / LOCK).unlink()
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> RunDirLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def claim(
+    run_dir: Path, *, what: str, default_name: str | None = None, resume: bool = False
+) -> tuple[Path, RunDirLock, bool]:
+    """Takes ``run_dir`` for one writer: its lock, then (unless ``resume``) the check that it
+    is empty, both under the lock. With ``default_name``, a default directory that another
+    process took meanwhile moves on to the next free default name.
+
+    Returns:
+        The directory, its held lock, and whether this call created the directory.
+
+    Raises:
+        UsageError: another process owns it, or it filled meanwhile.
     """
     while True:
         created = not run_dir.exists()
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(run_dir / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+            lock = RunDirLock(run_dir, what=what)
+        except UsageError:
             if default_name and (free := default_run_dir(default_name)) != run_dir:
                 run_dir = free
                 continue
-            raise UsageError(
-                f"another sweep is writing to {run_dir} (it holds {CLAIM}); choose another "
-                f"--out, or delete {run_dir / CLAIM} if no sweep is running."
-            ) from None
-        except OSError as e:
-            raise RunError(f"cannot create the run directory {run_dir}: {e}") from None
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
-        others = [p for p in run_dir.iterdir() if p.name != CLAIM and not is_leftover(p)]
-        if others:  # filled between the emptiness check and the claim
-            release(run_dir, created)
-            check_empty(run_dir, advice="Choose another --out.")
-        return run_dir, created
+            raise
+        if resume or is_empty(run_dir):
+            return run_dir, lock, created
+        lock.release()
+        if default_name and (free := default_run_dir(default_name)) != run_dir:
+            run_dir = free
+            continue
+        check_empty(run_dir, advice="Choose another --out.")
 
 
-def release(run_dir: Path, created: bool) -> None:
-    """Removes the claim, and the directory if this writer made it and left nothing in it."""
+def remove_if_empty(run_dir: Path) -> None:
+    """Removes ``run_dir`` if nothing is in it (a writer that made it and wrote nothing)."""
     with contextlib.suppress(OSError):
-        (run_dir / CLAIM).unlink()
-    if created:
-        with contextlib.suppress(OSError):
-            run_dir.rmdir()  # only if empty: a finished sweep's files stay
+        run_dir.rmdir()
 
 
 def check_empty(run_dir: Path, *, advice: str) -> None:

@@ -22,10 +22,10 @@ be new or empty) gets, once every run is done:
 * ``loss_curves.png``: every run's training loss curve on one axes.
 
 Files are written atomically, ``sweep.json`` last; a failure while writing removes what was
-written. While it trains and writes, the sweep holds a claim file ``.sweep-running`` in the
-directory (created exclusively), so that a second sweep started into the same directory is
-refused instead of mixing its files in; it is removed however the sweep ends (after a
-SIGKILL, delete it by hand).
+written. While it trains and writes, the sweep owns the directory (an OS lock,
+:class:`mlgrad.runs.rundir.RunDirLock`), so that a second sweep or run started into the same
+directory is refused instead of mixing its files in; the kernel releases the lock however the
+sweep ends, a SIGKILL included.
 
 The best run has the lowest validation loss where there is a validation split, else the
 lowest final training loss; diverged runs never win.
@@ -89,10 +89,8 @@ def train_sweep(
     module docstring); the claim is released however this ends."""
     console = console or Console()
     t0 = time.perf_counter()
-    name = f"{plan.base.name}-sweep"
-    plan.run_dir, created = rundir.claim(
-        plan.run_dir, default_name=name if plan.default_dir else None
-    )
+    name = f"{plan.base.name}-sweep" if plan.default_dir else None
+    plan.run_dir, lock, created = rundir.claim(plan.run_dir, what="mlgrad sweep", default_name=name)
     try:
         with runtime.compilation_cache(console):
             outcomes, groups, devices = _train_groups(plan, console)
@@ -101,7 +99,9 @@ def train_sweep(
         write_sweep(report, plots=plots, console=console)
         return report
     finally:
-        rundir.release(plan.run_dir, created)
+        lock.release()
+        if created:
+            rundir.remove_if_empty(plan.run_dir)
 
 
 def _train_groups(plan: SweepPlan, console: Console) -> tuple[list[Outcome], list[dict], list[Any]]:

@@ -204,9 +204,9 @@ class SweepReport:
 
 
 def write_sweep(report: SweepReport, *, plots: bool = True, console: Console | None = None) -> None:
-    """Writes the sweep's files into its claimed run directory, ``sweep.json`` last; on any
-    failure removes what it wrote (the caller removes the claim, and the directory if it made
-    it), so a run directory holds a complete sweep or nothing of it."""
+    """Writes the sweep's files into its run directory (which it owns), ``sweep.json`` last;
+    on any failure removes what it wrote (the caller releases the directory, and removes it if
+    it made it), so a run directory holds a complete sweep or nothing of it."""
     from mlgrad.config import to_yaml
 
     plan, run_dir = report.plan, report.plan.run_dir
@@ -257,7 +257,7 @@ def _plot(path: Path, report: SweepReport, console: Console) -> None:
         subtitle += f", {n_div} diverged"
     if best is not None:
         subtitle += f"; best: run {best} ({metric} {outcomes[best].metrics[metric]:.4g})"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = rundir.temporary(path)
     try:
         plots.loss_curves(
             tmp,

@@ -3,6 +3,8 @@
 A run directory (``runs/<name>-<UTC timestamp>/``, or exactly the ``workdir`` given) holds:
 
 * ``config.yaml``: the resolved config (defaults filled in, data path absolute);
+* ``run.json``: what the run trains on: the data's source and a SHA-256 fingerprint of its
+  values, which ``resume`` checks;
 * ``metrics.jsonl``: one JSON object per logged step: ``step``, ``train_loss`` (the loss of
   that step's batch before its update), and at evaluation steps ``val_loss`` and the model's
   other validation metrics (``val_accuracy``); rewritten atomically;
@@ -70,6 +72,7 @@ class RunPlan:
     setup: Setup
     run_dir: Path
     resume: bool = False
+    default_dir: bool = False  # a default name: it may move on to a free one
 
 
 def train_and_evaluate(
@@ -139,7 +142,7 @@ def prepare_run(
         rundir.check_empty(
             run_dir, advice="Pass --resume to continue the run in it, or choose another --out."
         )
-    return RunPlan(setup, run_dir, resume)
+    return RunPlan(setup, run_dir, resume, default_dir=workdir is None)
 
 
 def check_resumable(setup: Setup, run_dir: Path) -> None:
@@ -150,6 +153,11 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
     from mlgrad.config import ConfigError, RunConfig, config_diff, read_config_file
 
     saved_path = run_dir / "config.yaml"
+    if (run_dir / "sweep.json").exists() or (run_dir / "sweep.csv").exists():
+        raise UsageError(
+            f"--resume: {run_dir} is the directory of a sweep (it holds sweep.json), not of a "
+            "run; give the run directory of an earlier 'mlgrad train ... --out DIR'."
+        )
     if not saved_path.is_file():
         raise UsageError(
             f"--resume: {run_dir} holds no config.yaml, so there is no run to resume there. "
@@ -177,6 +185,62 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
             "Only train.steps and train.devices may change when resuming; start a new run "
             "(another --out) to train with other settings."
         )
+    _check_same_data(setup, run_dir)
+    _check_something_to_resume(run_dir)
+
+
+#: Written when a run starts: what the run was trained on (the data's fingerprint).
+RUN_INFO = "run.json"
+
+
+def data_fingerprint(data: Any) -> str:
+    """A SHA-256 of the data a run trains and validates on (arrays, shapes, dtypes)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in (data.x_train, data.y_train, data.x_val, data.y_val):
+        if a is not None:
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _check_same_data(setup: Setup, run_dir: Path) -> None:
+    """Refuses to continue on data that changed since the run started (``run.json``)."""
+    try:
+        info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a run of an earlier mlgrad, or killed before it wrote run.json
+    saved = info.get("data_fingerprint") if isinstance(info, dict) else None
+    if saved and saved != data_fingerprint(setup.data):
+        raise UsageError(
+            f"--resume: the data changed since the run in {run_dir} started ({setup.data.source}"
+            " no longer holds the same values); continuing would train on other data. Restore "
+            "the data, or start a new run (another --out)."
+        )
+
+
+def _check_something_to_resume(run_dir: Path) -> None:
+    """Refuses when the checkpoints are gone but the metrics show the run got past step 0:
+    starting over would silently drop them."""
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.exists() and not checkpoints.is_dir():
+        raise UsageError(f"--resume: {checkpoints} is not a directory; nothing to resume from.")
+    # A committed checkpoint is a folder named by its step (orbax renames it into place when
+    # complete). Listed by hand: orbax's own listing is a collective call, and only process
+    # 0 gets here.
+    if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
+        return
+    reached = max((r["step"] for r in MetricsLog.read(run_dir / "metrics.jsonl")), default=0)
+    if reached > 0:
+        raise UsageError(
+            f"--resume: {run_dir} holds no complete checkpoint, but its metrics reach step "
+            f"{reached}: the checkpoints were removed, so there is nothing to resume from. "
+            "Start a new run (another --out)."
+        )
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -202,8 +266,40 @@ def train_run(
         The summary, as :func:`train_and_evaluate`.
     """
     runtime.barrier("mlgrad train: checked")  # every process checked before 0 writes
-    with runtime.compilation_cache(console), precision(plan.setup.cfg):
-        return _Training(plan, console or Console()).run(plots=plots)
+    lock = _claim(plan)
+    try:
+        with runtime.compilation_cache(console), precision(plan.setup.cfg):
+            return _Training(plan, console or Console()).run(plots=plots)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _claim(plan: RunPlan) -> rundir.RunDirLock | None:
+    """Process 0 takes the run directory for this run (its OS lock) and checks again, under
+    the lock, that it is empty or, resuming, that it can be continued; a default directory
+    that another run took meanwhile moves on to the next free name. With several processes a
+    refusal stops them all."""
+    if not runtime.is_primary():
+        runtime.stop_together(None, plan.run_dir)
+        return None
+    multi = runtime.is_multiprocess()
+    default = plan.setup.cfg.name if plan.default_dir and not multi else None
+    lock, failure = None, None
+    try:
+        plan.run_dir, lock, _ = rundir.claim(
+            plan.run_dir, what="mlgrad train", default_name=default, resume=plan.resume
+        )
+        if plan.resume:
+            check_resumable(plan.setup, plan.run_dir)
+    except UsageError as e:
+        if lock is not None:
+            lock.release()
+        if not multi:
+            raise
+        failure = str(e)
+    runtime.stop_together(failure, plan.run_dir)
+    return lock
 
 
 class _Training:
@@ -240,14 +336,21 @@ class _Training:
 
     def _restore(self, state0: Any) -> tuple[Any, int]:
         """The state to continue from (the latest checkpoint when resuming) and its step."""
-        from mlgrad.training.checkpoint import Checkpointer
+        from mlgrad.training.checkpoint import Checkpointer, CheckpointError
 
         if not self.resuming:
             return state0, 0
         ckpt = Checkpointer(self.ckpt_dir)
         try:
-            state = ckpt.restore(state0) if ckpt.latest_step() is not None else state0
-        except ValueError as e:
+            state = state0
+            if ckpt.latest_step() is not None:
+                state, skipped = ckpt.restore_newest_intact(state0)
+                for damaged in skipped:
+                    self.console.info(
+                        f"warning: {damaged}; resuming from the newest intact checkpoint "
+                        f"(step {int(state.step)})"
+                    )
+        except (ValueError, CheckpointError) as e:
             raise UsageError(f"--resume: {e}") from None
         finally:
             ckpt.close()
@@ -270,6 +373,10 @@ class _Training:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 rundir.remove_leftovers(self.run_dir)
                 rundir.write_atomic(self.run_dir / "config.yaml", to_yaml(self.cfg))
+                if not (self.run_dir / RUN_INFO).exists():
+                    info = {"data": self.setup.data.source}
+                    info["data_fingerprint"] = data_fingerprint(self.setup.data)
+                    rundir.write_atomic(self.run_dir / RUN_INFO, rundir.to_json(info))
                 kept = [r for r in MetricsLog.read(self.log.path) if r["step"] <= start]
                 self.log = MetricsLog(self.log.path, kept if self.resuming else None)
                 if self.resuming:  # stale until this run finishes

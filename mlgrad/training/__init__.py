@@ -16,7 +16,12 @@ from mlgrad.training.sweep import SweepResult, sweep
 
 # The checkpoint layer imports orbax (a quarter of a second): loaded on first use, so that
 # `import mlgrad` stays quick for calculus alone.
-_LAZY = {"checkpoint": None, "Checkpointer": "Checkpointer", "CheckpointError": "CheckpointError"}
+_LAZY = {
+    "checkpoint": None,
+    "Checkpointer": "Checkpointer",
+    "CheckpointError": "CheckpointError",
+    "DamagedCheckpointError": "DamagedCheckpointError",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -29,6 +34,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CheckpointError",
     "Checkpointer",
+    "DamagedCheckpointError",
     "FitResult",
     "SweepResult",
     "TrainState",

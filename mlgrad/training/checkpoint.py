@@ -24,7 +24,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +44,93 @@ from mlgrad.training.fit import TrainState
 PathLike = str | os.PathLike
 
 
+# Characters a path may hold and still reach orbax and tensorstore as itself: orbax expands
+# glob patterns ([], *, ?) under the checkpoint directory, and a prefix such as `gs:` reads
+# as a URL. A directory with any other character is handed to them through an alias.
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./+=,@~% -]*$")
+
+
+def _orbax_path(directory: Path, *, write: bool) -> tuple[Path, Path | None]:
+    """The path orbax is given for ``directory``: itself when plain, else a symlink with a
+    plain name in a private temporary folder (returned second, to remove on close). Paths are
+    data, never patterns: ``runs/lr[0.1]`` checkpoints like any other directory."""
+    if _PLAIN_PATH.match(str(directory)):
+        return directory, None
+    if write:
+        directory.mkdir(parents=True, exist_ok=True)  # the alias needs its target
+    alias_dir = Path(tempfile.mkdtemp(prefix="mlgrad-checkpoints-"))
+    alias = alias_dir / "checkpoints"
+    alias.symlink_to(directory, target_is_directory=True)
+    return alias, alias_dir
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written (disk full, I/O error, ...).
 
     The checkpoints saved before are untouched; the failed step is not listed.
     """
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A complete checkpoint whose files cannot be read back (damaged on disk).
+
+    Attributes:
+        step: its step. path: its directory. reason: the reader's error, in one line.
+    """
+
+    def __init__(self, step: int, path: Path, reason: str) -> None:
+        self.step, self.path, self.reason = step, path, reason
+        files = re.findall(r'local file "([^"]+)"', reason)
+        where = f": {files[-1]} cannot be read" if files else ""
+        short = reason.split(":")[0] if files else reason
+        super().__init__(f"the checkpoint of step {step} in {path} is damaged{where} ({short})")
+
+
+@contextlib.contextmanager
+def _quiet_async_failures() -> Any:
+    """While a damaged checkpoint is read: orbax reads its arrays in asyncio tasks, and when
+    one fails the others' errors are logged ("Task exception was never retrieved") and their
+    event loop's shutdown raises "Event loop is closed" at garbage collection, a screenful of
+    tracebacks for one damaged file. The first error is raised, as one line; these are not."""
+    import logging
+    import sys
+
+    log = logging.getLogger("asyncio")
+    level, hook = log.level, sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        if not isinstance(info.exc_value, RuntimeError | ValueError):
+            hook(info)
+
+    log.setLevel(logging.CRITICAL)
+    sys.unraisablehook = unraisable
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        sys.unraisablehook = hook
+
+
+def _settle_failed_reads(seconds: float = 0.5) -> None:
+    """Lets the failed restore's other reads finish while their noise goes nowhere: tensorstore
+    completes them on its own threads and reports each, into the closed event loop, as a
+    traceback on ``sys.stderr``."""
+    import io
+    import sys
+    import time
+
+    stderr, sys.stderr = sys.stderr, io.StringIO()
+    try:
+        time.sleep(seconds)
+        gc.collect()
+    finally:
+        sys.stderr = stderr
+
+
+def _one_line(e: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    text = text.split(" [tensorstore_spec=")[0]  # tensorstore appends its whole spec
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _preservation(keep: int | None) -> Any:
@@ -95,16 +182,20 @@ def _is_typed_key(x: Any) -> bool:
 
 
 def _storable(state: TrainState) -> TrainState:
-    """Arrays only: Python numbers become arrays and a typed PRNG key its raw key data."""
-    key = jax.random.key_data(state.key) if _is_typed_key(state.key) else state.key
-    return jax.tree.map(jnp.asarray, state._replace(key=key))
+    """Arrays only: Python numbers become arrays and every typed PRNG key (the run's, or one
+    in an optimizer's state such as ``optax.noisy_sgd``'s) its raw key data."""
+    return jax.tree.map(
+        lambda x: jax.random.key_data(x) if _is_typed_key(x) else jnp.asarray(x), state
+    )
 
 
 def _abstract(like: TrainState) -> TrainState:
-    """Shape/dtype/sharding structs of the template (the typed key as its raw key data)."""
+    """Shape/dtype/sharding structs of the template (typed keys as their raw key data)."""
     default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
     def struct(x: Any) -> jax.ShapeDtypeStruct:
+        if _is_typed_key(x):
+            x = jax.eval_shape(jax.random.key_data, x)
         if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is not None:
             return x
         sharding = getattr(x, "sharding", None)
@@ -112,10 +203,18 @@ def _abstract(like: TrainState) -> TrainState:
             sharding = default
         return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding)
 
-    key = like.key
-    if _is_typed_key(key):
-        key = jax.eval_shape(jax.random.key_data, key)
-    return jax.tree.map(struct, like._replace(key=key))
+    return jax.tree.map(struct, like)
+
+
+def _with_typed_keys(state: Any, like: TrainState) -> TrainState:
+    """The restored raw key data wrapped again wherever the template holds a typed key."""
+
+    def wrap(x: Any, template: Any) -> Any:
+        if _is_typed_key(template):
+            return jax.random.wrap_key_data(x, impl=jax.random.key_impl(template))
+        return x
+
+    return jax.tree.map(wrap, TrainState(*state), like)
 
 
 def _path_str(path: tuple[Any, ...]) -> str:
@@ -182,6 +281,7 @@ class Checkpointer:
         self._keep = keep
         self._manager: ocp.CheckpointManager | None = None
         self._writable = False
+        self._alias: Path | None = None  # a plain-named symlink orbax sees (_orbax_path)
 
     def _open(self, *, write: bool) -> ocp.CheckpointManager | None:
         """The orbax manager (None when reading a directory that does not exist)."""
@@ -190,8 +290,9 @@ class Checkpointer:
         if self._manager is None:
             if not write and not self.directory.is_dir():
                 return None
+            path, self._alias = _orbax_path(self.directory, write=write)
             self._manager = ocp.CheckpointManager(
-                self.directory,
+                path,
                 options=_options(self._keep, write=write),
                 item_handlers=_handler(),
             )
@@ -281,20 +382,43 @@ class Checkpointer:
                 f"no checkpoint of step {step} in {self.directory}; available steps: {steps}."
             )
         abstract = _abstract(like)
-        found = self._manager.item_metadata(step)
+        try:
+            found = self._manager.item_metadata(step)
+        except Exception as e:  # unreadable metadata: damaged on disk
+            raise DamagedCheckpointError(step, self.directory / str(step), _one_line(e)) from e
         found = getattr(found, "tree", found)
-        lines = _mismatches(abstract, found)
+        lines = _mismatches(abstract, found) if found is not None else []
         if lines:
             raise ValueError(
                 MISMATCH.format(step=step, directory=self.directory, lines="\n".join(lines))
             )
-        state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        state = TrainState(*state)
-        if _is_typed_key(like.key):
-            state = state._replace(
-                key=jax.random.wrap_key_data(state.key, impl=jax.random.key_impl(like.key))
-            )
-        return state
+        with _quiet_async_failures():
+            try:
+                state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            except Exception as e:  # the arrays cannot be read back
+                error = DamagedCheckpointError(step, self.directory / str(step), _one_line(e))
+                _settle_failed_reads()
+                raise error from e
+        return _with_typed_keys(state, like)
+
+    def restore_newest_intact(
+        self, like: TrainState
+    ) -> tuple[TrainState, list[DamagedCheckpointError]]:
+        """The newest checkpoint that reads back, and the damaged newer ones it skipped.
+
+        Raises:
+          FileNotFoundError: no complete checkpoint. DamagedCheckpointError: none reads back
+            (the newest one's error). ValueError: a checkpoint does not match ``like``.
+        """
+        skipped: list[DamagedCheckpointError] = []
+        for step in reversed(self.all_steps()):
+            try:
+                return self.restore(like, step), skipped
+            except DamagedCheckpointError as e:
+                skipped.append(e)
+        if skipped:
+            raise skipped[0]
+        raise FileNotFoundError(f"no complete checkpoint in {self.directory}.")
 
     def wait_until_finished(self) -> None:
         """Blocks until pending saves are on disk (saves are synchronous: a no-op guard)."""
@@ -306,6 +430,9 @@ class Checkpointer:
         if self._manager is not None:
             self._manager.close()
             self._manager = None
+        if self._alias is not None:
+            shutil.rmtree(self._alias, ignore_errors=True)  # the symlink, not its target
+            self._alias = None
 
     def __enter__(self) -> Checkpointer:
         return self
