@@ -20,11 +20,13 @@ pickle: CSV with the standard library, NPZ with ``numpy.load(allow_pickle=False)
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import difflib
 import io
 import math
+import os
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
@@ -76,6 +78,22 @@ def _closest(word: str, options: Sequence[str]) -> str:
     """Returns "; did you mean 'x'?" for the closest option, or "" when none is close."""
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f"; did you mean {match[0]!r}?" if match else ""
+
+
+#: Messages list at most this many column names (a file may have 100,000 columns).
+_LISTED = 20
+
+
+def _listing(names: Sequence[str]) -> str:
+    """Column names for a message, comma-separated; the first few of a long list."""
+    if len(names) <= _LISTED:
+        return ", ".join(names)
+    return f"{', '.join(names[:_LISTED])}, ... ({len(names)} in all)"
+
+
+def _duplicates(names: Sequence[str]) -> list[str]:
+    """The names that occur more than once, sorted (linear time)."""
+    return sorted(n for n, k in collections.Counter(names).items() if k > 1)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -184,9 +202,9 @@ def _as_names(value: Any, what: str) -> list[str] | None:
     for n in names:
         if not isinstance(n, str):
             raise DataError(f"{what} must be column names (strings); got {n!r}", what)
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = _duplicates(names)
     if dupes:
-        raise DataError(f"{what} lists {', '.join(map(repr, dupes))} more than once", what)
+        raise DataError(f"{what} lists {_listing(list(map(repr, dupes)))} more than once", what)
     return names
 
 
@@ -226,10 +244,11 @@ def _pick(
     ``data_key`` is the :attr:`DataError.key` for a problem with the data itself: ``"path"``
     for a file, ``"name"`` for a built-in data set.
     """
-    available = ", ".join(columns)
+    available = _listing(columns)
+    known = set(columns)
 
     def check(name: str, what: str) -> None:
-        if name not in columns:
+        if name not in known:
             raise DataError(
                 f"{where}: {what} column {name!r} not found; available columns: "
                 f"{available}{_closest(name, columns)}",
@@ -302,17 +321,18 @@ def _parse_csv(
     for j, c in enumerate(header):
         if not c:
             raise DataError(f"{where}: column {j + 1} of the header row has no name", data_key)
-    dupes = sorted({c for c in header if header.count(c) > 1})
+    dupes = _duplicates(header)
     if dupes:
         raise DataError(
-            f"{where}: the header names column {', '.join(map(repr, dupes))} more than once",
+            f"{where}: the header names column {_listing(list(map(repr, dupes)))} more than once",
             data_key,
         )
     features, target = _pick(
         where, header, features, target, default_features, default_target, data_key=data_key
     )
     wanted = [*features, target]
-    index = [header.index(c) for c in wanted]
+    position = {c: j for j, c in enumerate(header)}
+    index = [position[c] for c in wanted]
     values: list[list[float]] = []
     lines: list[int] = []
     try:
@@ -323,7 +343,7 @@ def _parse_csv(
             if len(row) != len(header):
                 raise DataError(
                     f"{where}: line {line} has {len(row)} cells but the header has "
-                    f"{len(header)} columns ({', '.join(header)})",
+                    f"{len(header)} columns ({_listing(header)})",
                     data_key,
                 )
             out = []
@@ -361,8 +381,15 @@ def _parse_csv(
     return table[:, :-1], table[:, -1], features, target
 
 
+def _read_bytes(path: Path, where: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{where}: cannot read the file ({e.strerror or e})", "path") from None
+
+
 def _read_text(path: Path, where: str) -> str:
-    data = path.read_bytes()
+    data = _read_bytes(path, where)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -376,36 +403,125 @@ def _read_text(path: Path, where: str) -> str:
 # NPZ
 
 
+#: How a .npy member and a zip archive (an NPZ) begin.
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+_NUMERIC_ONLY = "save numeric arrays only, e.g. numpy.savez(path, x=x.astype(float), y=y)"
+
+
+def _declared_size(npz: Any, name: str) -> tuple[tuple[int, ...], np.dtype, int, int] | None:
+    """What the .npy header of member ``name`` declares: ``(shape, dtype, bytes of data,
+    bytes the member holds after its header)``; None when there is no readable .npy header
+    (numpy then says what is wrong)."""
+    try:
+        member = name if name in npz.zip.namelist() else f"{name}.npy"
+        held = npz.zip.getinfo(member).file_size
+        with npz.zip.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            read = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if read is None:
+                return None
+            shape, _, dtype = read(f)
+            held -= f.tell()
+    except Exception:  # any damage: numpy's own read below reports it
+        return None
+    if dtype.hasobject:
+        return None
+    return tuple(shape), dtype, math.prod(shape) * dtype.itemsize, held
+
+
 def _npz_array(npz: Any, name: str, where: str) -> np.ndarray:
+    """Member ``name`` of an NPZ archive: a numeric .npy array, or a DataError naming the file
+    and the member. Never unpickles: numpy.load(allow_pickle=False) refuses object arrays. A
+    header that declares more data than the member holds is refused before numpy allocates
+    the array."""
+    declared = _declared_size(npz, name)
+    if declared is not None and declared[2] > declared[3]:
+        shape, dtype, needed, held = declared
+        raise DataError(
+            f"{where}: array {name!r} is damaged: its header declares shape {shape} of {dtype} "
+            f"({needed} bytes) but the archive holds {held} bytes of it; write the file again "
+            "with numpy.savez",
+            "path",
+        )
     try:
         a = npz[name]
-    except ValueError as e:  # object arrays need pickle, which is refused
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "bject arrays" in str(e):
+            raise DataError(
+                f"{where}: array {name!r} holds pickled Python objects (dtype object), not "
+                f"numbers, and mlgrad never unpickles data; {_NUMERIC_ONLY}",
+                "path",
+            ) from None
         raise DataError(
-            f"{where}: array {name!r} cannot be read without pickle ({e}); "
-            "save numeric arrays only",
+            f"{where}: array {name!r} is damaged or not a .npy array ({_reason(e)}); "
+            f"{_NUMERIC_ONLY}",
             "path",
         ) from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{where}: array {name!r} is damaged ({e})", "path") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError, RuntimeError) as e:
+        raise DataError(
+            f"{where}: array {name!r} is damaged ({_reason(e)}); write the file again with "
+            "numpy.savez",
+            "path",
+        ) from None
+    except MemoryError:
+        raise DataError(
+            f"{where}: array {name!r} does not fit in memory; use a smaller data set", "path"
+        ) from None
+    if not isinstance(a, np.ndarray):  # a member that is not a .npy file: numpy gives bytes
+        raise DataError(
+            f"{where}: member {name!r} of the archive is not a .npy array; {_NUMERIC_ONLY}",
+            "path",
+        )
     if a.dtype.kind not in "biuf":
-        raise DataError(f"{where}: array {name!r} has dtype {a.dtype}; expected numbers", "path")
+        raise DataError(
+            f"{where}: array {name!r} has dtype {a.dtype}; expected numbers (bool, integer or "
+            f"float); {_NUMERIC_ONLY}",
+            "path",
+        )
     return a
+
+
+def _reason(e: BaseException) -> str:
+    """An exception's text for a message, without numpy's advice to unpickle."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if "pickle" in text.lower():
+        return "its header does not describe a numeric array"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _load_npz(
     path: Path, where: str, features: list[str] | None, target: str | None
 ) -> tuple[np.ndarray, np.ndarray, list[str], str]:
-    try:
-        # Read the bytes first: np.load(path) leaks its open file when the archive is damaged.
-        npz = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{where}: not a valid NPZ file ({e})", "path") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
+    # Read the bytes first: np.load(path) leaks its open file when the archive is damaged.
+    data = _read_bytes(path, where)
+    if data.startswith(_NPY_MAGIC):
         raise DataError(
             f"{where}: holds a single .npy array, not an NPZ archive; save with "
             "numpy.savez(path, x=..., y=...)",
             "path",
         )
+    if not data.startswith(_ZIP_MAGIC):
+        raise DataError(
+            f"{where}: not a valid NPZ file (an NPZ file is a zip archive of .npy arrays, "
+            f"as numpy.savez(path, x=..., y=...) writes; this one starts with bytes "
+            f"{data[:8].hex(' ')}); save the data again with numpy.savez, or as a CSV file",
+            "path",
+        )
+    try:
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, RuntimeError) as e:
+        raise DataError(
+            f"{where}: not a valid NPZ file ({_reason(e)}); save the data again with "
+            "numpy.savez(path, x=..., y=...)",
+            "path",
+        ) from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # pragma: no cover - caught by the magic
+        raise DataError(f"{where}: not an NPZ archive; save with numpy.savez", "path")
     with npz:
         names = list(npz.files)
         if not names:
@@ -414,7 +530,7 @@ def _load_npz(
             if target is None and "y" not in names:
                 raise DataError(
                     f"{where}: has an array 'x' but no 'y'; pass target=... (data."
-                    f"target in a config) naming one of: {', '.join(names)}",
+                    f"target in a config) naming one of: {_listing(names)}",
                     "target",
                 )
             target = "y" if target is None else target
@@ -570,6 +686,25 @@ def _split(n: int, val_split: float, seed: int, where: str) -> tuple[np.ndarray,
     return perm[n_val:], perm[:n_val]
 
 
+def _expand(path: Any) -> Path:
+    """``path`` as a Path with ``~`` and ``~user`` expanded; a DataError (key ``path``) when it
+    is not a path, is empty, or names a user without a home directory."""
+    if not isinstance(path, str | os.PathLike):
+        raise DataError(f"path must be a file name (a string); got {path!r}", "path")
+    if not str(path).strip():
+        raise DataError("path is empty; give the CSV or NPZ file to read", "path")
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # ~nosuchuser, or ~ without a home directory
+        user = str(path).split("/", 1)[0].split(os.sep, 1)[0]
+        who = f"there is no user {user[1:]!r}" if len(user) > 1 else "$HOME is not set"
+        raise DataError(
+            f"{path}: file not found: {user!r} has no home directory ({who}); check the "
+            "spelling or give the full path",
+            "path",
+        ) from None
+
+
 def check_source(
     name: Any = None,
     path: str | Path | None = None,
@@ -616,15 +751,19 @@ def check_source(
                 "name",
             )
         return None
-    where = Path(path).expanduser()
+    where = _expand(path)
     full = where if where.is_absolute() else Path(base or Path.cwd()) / where
-    if not full.exists():
+    try:
+        exists, is_file = full.exists(), full.is_file()
+    except OSError as e:  # a name too long, a loop of links, ...
+        raise DataError(f"{where}: cannot access the file ({e.strerror or e})", "path") from None
+    if not exists:
         raise DataError(
             f"{where}: file not found (relative paths are resolved against "
             f"{'the current directory, ' if base is None else ''}{Path(base or Path.cwd())})",
             "path",
         )
-    if not full.is_file():
+    if not is_file:
         raise DataError(f"{where}: not a regular file", "path")
     if full.suffix.lower() not in (".csv", ".npz"):
         raise DataError(
@@ -673,9 +812,10 @@ def load(
     Raises:
         DataError: naming the file (or data set) and the problem: missing or empty file, missing
             column (with the available columns and the closest match), non-numeric cell (with
-            its line and column), NaN or infinite values, a single row, rows with different
-            numbers of cells, or a split that leaves no training or no validation row. Its
-            ``key`` is the name of the argument at fault (see :class:`DataError`).
+            its line and column), NaN or infinite values, a single row, no feature column, rows
+            with different numbers of cells, an NPZ member that is not a numeric array, or a
+            split that leaves no training or no validation row. Its ``key`` is the name of the
+            argument at fault (see :class:`DataError`).
 
     Example:
         >>> from mlgrad.data import load
@@ -700,10 +840,14 @@ def load(
         where, data_key = f"built-in data set {name!r}", "name"
         x, y, feature_names, target_name, source, labels = _BUILTINS[name](features, target)
     else:
-        path = Path(path).expanduser()
+        path = _expand(path)
         where, data_key = str(path), "path"
         suffix = resolved.suffix.lower()
-        if path.stat().st_size == 0:
+        try:
+            size = resolved.stat().st_size
+        except OSError as e:
+            raise DataError(f"{where}: cannot read the file ({e.strerror or e})", "path") from None
+        if size == 0:
             raise DataError(f"{where}: the file is empty", "path")
         if suffix == ".csv":
             x, y, feature_names, target_name = _parse_csv(
@@ -718,7 +862,20 @@ def load(
     n = len(x)
     if n < 2:
         raise DataError(
-            f"{where}: has only {n} data row; at least 2 are needed to fit and evaluate a model",
+            f"{where}: has only {n} data row{'' if n == 1 else 's'}; at least 2 are needed to "
+            "fit and evaluate a model",
+            data_key,
+        )
+    if x.shape[1] == 0:
+        raise DataError(
+            f"{where}: has no feature columns (the features have shape {x.shape}); a model "
+            f"needs at least one input column besides the target {target_name!r}",
+            data_key,
+        )
+    if y.ndim == 2 and y.shape[1] == 0:
+        raise DataError(
+            f"{where}: the target {target_name!r} has no columns (shape {y.shape}); give a "
+            "target with at least one value per row",
             data_key,
         )
     limit = np.finfo(dtype).max

@@ -272,6 +272,11 @@ def test_cli_refuses_more_devices_than_there_are(tmp_path, capsys):
         (["--coordinator", "localhost"], "HOST:PORT"),
         (["--coordinator", "localhost:1", "--num-processes", "0"], "must be >= 1"),
         (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2"], "0..1"),
+        # Port 0 would let process 0 pick a port that the others cannot know.
+        (
+            ["--coordinator", "127.0.0.1:0", "--num-processes", "2", "--process-id", "1"],
+            "1 to 65535",
+        ),
     ],
 )
 def test_bad_process_flags_are_usage_errors(argv, match, tmp_path, capsys):

@@ -16,7 +16,9 @@ def train(args: argparse.Namespace) -> int:
 
     if args.resume and not args.out:
         raise runs.UsageError("--resume needs --out DIR, the run directory to continue.")
-    runs.join_processes(args.coordinator, args.num_processes, args.process_id)
+    runs.join_processes(
+        args.coordinator, args.num_processes, args.process_id, timeout_s=args.join_timeout
+    )
     primary = runs.runtime.is_primary()  # process 0 speaks and writes for the run
     console = runs.Console(quiet=args.quiet or not primary)
     plan = runs.prepare_run(args.config, args.out, overrides=args.overrides, resume=args.resume)

@@ -116,6 +116,13 @@ def train_parser() -> argparse.ArgumentParser:
         help="this process's index, 0 to N-1 (default: $JAX_PROCESS_ID, or detected); "
         "process 0 writes the logs, plots and summary",
     )
+    group.add_argument(
+        "--join-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="how long to wait for the coordinator and every process to join; then exit 2 "
+        "(default: $MLGRAD_JOIN_TIMEOUT_S, else 60)",
+    )
     return p
 
 

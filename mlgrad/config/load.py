@@ -15,14 +15,15 @@ from mlgrad.config.files import _apply_override, _config_path, _read_config_file
 from mlgrad.config.models import _check_model, _find_model
 from mlgrad.config.optimizers import optimizer_spec
 from mlgrad.config.schema import _RANGES, _RUN_NAME, RunConfig
-from mlgrad.config.structured import check_section
+from mlgrad.config.structured import check_fits, check_section
 
 
 def _origin(key: str, overrides: Sequence[tuple[str, str]], path: Path) -> str:
     """Where a key came from: the (last) override that set it, or the file."""
     for k, text in reversed(overrides):
         if key == k or key.startswith((k + ".", k + "[")) or k.startswith(key + "."):
-            return f"override {text!r}"
+            short = text if len(text) <= 160 else text[:157] + "..."
+            return f"override {short!r}"
     return str(path)
 
 
@@ -129,10 +130,12 @@ def _validate(tree: dict, base: Path) -> tuple[DictConfig, Any]:
             f"the run directory), got {_fmt(checked['name'])}.",
             "name",
         )
+    dtype = checked["train"]["dtype"]
     module = _find_model(checked["model"]["name"])
     checked["model"] = _check_model(checked["model"], module)
+    check_fits(checked["model"], "model", dtype)
     checked["data"] = _check_data(checked["data"], base)
-    optimizer_spec(checked["optimizer"], steps=checked["train"]["steps"])
+    optimizer_spec(checked["optimizer"], steps=checked["train"]["steps"], dtype=dtype)
     return OmegaConf.merge(OmegaConf.structured(RunConfig), checked), module
 
 

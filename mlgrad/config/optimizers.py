@@ -14,6 +14,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mlgrad.config.errors import ConfigError, _fmt, _join, _suggest, _typename, is_number
+from mlgrad.config.schema import MAX_SEED, MAX_STEPS
+
+#: Largest L-BFGS memory (``memory_size``): its state holds memory_size copies of the
+#: parameters, so a larger one only exhausts memory.
+MAX_MEMORY_SIZE = 1000
+
+#: Largest magnitude of any other integer argument: optax computes with int32 step counters.
+MAX_INT = 2**31 - 1
 
 # Ranges of common optax keyword arguments (any optimizer that has them).
 _KWARG_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
@@ -25,8 +33,50 @@ _KWARG_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "eps": (lambda v: v >= 0.0, "a number >= 0"),
     "eps_root": (lambda v: v >= 0.0, "a number >= 0"),
     "weight_decay": (lambda v: v >= 0.0, "a number >= 0"),
-    "memory_size": (lambda v: v >= 1, "an integer >= 1"),
+    "memory_size": (
+        lambda v: 1 <= v <= MAX_MEMORY_SIZE,
+        f"an integer in [1, {MAX_MEMORY_SIZE}] (L-BFGS keeps that many copies of the "
+        "parameters; 5 to 20 is usual)",
+    ),
+    "seed": (lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
+    "transition_begin": (lambda v: 0 <= v <= MAX_STEPS, f"an integer in [0, {MAX_STEPS}]"),
 }
+
+
+def _steps_range(name: str) -> tuple[Callable[[float], bool], str]:
+    """The range of a ``*steps`` argument: a step count, at most :data:`MAX_STEPS`."""
+    if name.startswith(("warmup", "end")) or name == "steps":
+        return (lambda v: 0 <= v <= MAX_STEPS), f"an integer in [0, {MAX_STEPS}]"
+    return (lambda v: 0 < v <= MAX_STEPS), f"an integer > 0 and <= {MAX_STEPS}"
+
+
+def _float_limit(dtype: str | None) -> tuple[float, str]:
+    """The largest finite value of the run's float dtype, and how messages name it."""
+    import numpy as np
+
+    name = dtype or "float64"
+    return float(np.finfo(np.dtype(name)).max), name
+
+
+def _check_float(value: float | int, key: str, dtype: str | None) -> float:
+    """A number as a float: finite and representable in the run's dtype (``train.dtype``)."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
+    if math.isnan(number):
+        raise ConfigError(f"`{key}` must be a finite number, got {_fmt(value)}.", key)
+    limit, name = _float_limit(dtype)
+    if not abs(number) <= limit:
+        if math.isinf(number) and not isinstance(value, int):
+            raise ConfigError(f"`{key}` must be a finite number, got {_fmt(value)}.", key)
+        hint = " or train.dtype=float64" if name == "float32" else ""
+        raise ConfigError(
+            f"`{key}` is {_fmt(value)}, which does not fit in {name} (the run's train.dtype; "
+            f"its largest value is {limit:.6g}); use a smaller value{hint}.",
+            key,
+        )
+    return number
 
 
 # optax functions that take a learning_rate but are building blocks, not optimizers.
@@ -139,7 +189,13 @@ def _signature(fn: Callable) -> inspect.Signature:
 
 
 def _check_kwargs(
-    fn: Callable, kwargs: Mapping, prefix: str, what: str, steps: int, skip: Sequence[str] = ()
+    fn: Callable,
+    kwargs: Mapping,
+    prefix: str,
+    what: str,
+    steps: int,
+    skip: Sequence[str] = (),
+    dtype: str | None = None,
 ) -> dict:
     """Checks keyword arguments of an optax function by its signature; builds schedules."""
     params = {
@@ -161,42 +217,50 @@ def _check_kwargs(
             continue
         key = _join(prefix, name)
         kinds = _kinds(params[name].annotation)
-        out[name] = _check_kwarg(value, kinds, key, steps)
-        if name.endswith("steps") and is_number(value):
-            ok, expected = (lambda v: v > 0, "an integer > 0")
-            if name.startswith(("warmup", "end")) or name == "steps":
-                ok, expected = (lambda v: v >= 0, "an integer >= 0")
-            if not ok(value):
-                raise ConfigError(f"`{key}` must be {expected}, got {_fmt(value)}.", key)
-        if name in _KWARG_RANGES and is_number(value):
-            ok, expected = _KWARG_RANGES[name]
-            if not ok(value):
-                raise ConfigError(f"`{key}` must be {expected}, got {_fmt(value)}.", key)
+        ranges = [_KWARG_RANGES[name]] if name in _KWARG_RANGES else []
+        if name.endswith("steps"):
+            ranges.insert(0, _steps_range(name))
+        if is_number(value) and not (isinstance(value, float) and math.isnan(value)):
+            for ok, expected in ranges:  # before the type check: it names the bound
+                if not ok(value):
+                    raise ConfigError(f"`{key}` must be {expected}, got {_fmt(value)}.", key)
+        out[name] = _check_kwarg(value, kinds, key, steps, dtype)
     return out
 
 
-def _check_kwarg(value: Any, kinds: set[str], key: str, steps: int) -> Any:
+def _check_kwarg(value: Any, kinds: set[str], key: str, steps: int, dtype: str | None) -> Any:
     if value is None:
         if "none" in kinds or "any" in kinds:
             return None
     elif isinstance(value, Mapping) and "schedule" in kinds:
-        return _build_schedule(value, key, steps)
+        return _build_schedule(value, key, steps, dtype)
     elif isinstance(value, bool):
         if kinds & {"bool", "any"}:
             return value
     elif is_number(value):
-        if kinds & {"number", "int", "any", "schedule"}:
-            if not math.isfinite(value):
-                raise ConfigError(f"`{key}` must be a finite number, got {_fmt(value)}.", key)
-            if kinds & {"number", "any", "schedule"} or isinstance(value, int):
+        if kinds & {"number", "any", "schedule"}:
+            if isinstance(value, int) and abs(value) <= MAX_INT:
+                return value  # a small integer: also a valid array, PRNG seed, count...
+            return _check_float(value, key, dtype)
+        if "int" in kinds:
+            if isinstance(value, float):
+                if not math.isfinite(value):
+                    raise ConfigError(f"`{key}` must be a finite number, got {_fmt(value)}.", key)
+                if value.is_integer():
+                    value = int(value)
+            if isinstance(value, int):
+                if abs(value) > MAX_INT:
+                    raise ConfigError(
+                        f"`{key}` must be an integer in [{-MAX_INT}, {MAX_INT}] (optax counts "
+                        f"with 32-bit integers), got {_fmt(value)}.",
+                        key,
+                    )
                 return value
-            if float(value).is_integer():
-                return int(value)
     elif isinstance(value, str):
         if kinds & {"str", "any"}:
             return value
     elif "any" in kinds:
-        return value
+        return _check_plain(value, key, dtype)
     if not kinds - {"object", "none"}:
         raise ConfigError(
             f"`{key}` takes a Python object, which a config cannot give; leave it out.", key
@@ -221,8 +285,29 @@ def _check_kwarg(value: Any, kinds: set[str], key: str, steps: int) -> Any:
     )
 
 
-def _build_schedule(spec: Mapping, key: str, steps: int) -> Callable:
-    """Builds an optax schedule from ``{name: ..., kwargs}`` and checks its values."""
+def _check_plain(value: Any, key: str, dtype: str | None) -> Any:
+    """A list or mapping of plain values (an argument optax types loosely): every number in
+    it finite and within the run's dtype (an integer beyond int32 becomes a float)."""
+    if isinstance(value, Mapping):
+        for k in value:
+            if is_number(k):
+                _check_kwarg(k, {"any"}, f"{key}.{k}", 1, dtype)
+        return {k: _check_plain(v, _join(key, k), dtype) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_check_plain(v, f"{key}.{i}", dtype) for i, v in enumerate(value))
+    if is_number(value):
+        return _check_kwarg(value, {"any"}, key, 1, dtype)
+    return value
+
+
+def _build_schedule(spec: Mapping, key: str, steps: int, dtype: str | None = None) -> Callable:
+    """Builds an optax schedule from ``{name: ..., kwargs}`` and checks its values: at the
+    first, middle and last step, given as optax gives them (an int32 step counter), in the
+    run's dtype."""
+    import contextlib
+
+    import jax
+    import jax.numpy as jnp
     import optax
 
     names = schedule_names()
@@ -241,28 +326,37 @@ def _build_schedule(spec: Mapping, key: str, steps: int) -> Callable:
             _join(key, "name"),
         )
     fn = getattr(optax.schedules, name)
-    kwargs = _check_kwargs(fn, spec, key, f"schedule {name}", steps, skip=("name",))
+    kwargs = _check_kwargs(fn, spec, key, f"schedule {name}", steps, ("name",), dtype)
     try:
         schedule = fn(**kwargs)
     except Exception as e:  # optax's own argument checks
         raise ConfigError(f"`{key}`: optax.{name} rejected its arguments: {e}", key) from None
     # A schedule is a function of the step; look at it where training will use it.
+    x64 = contextlib.nullcontext() if dtype is None else jax.enable_x64(dtype == "float64")
+    limit, dtype_name = _float_limit(dtype)
     for step in sorted({0, steps // 2, max(steps - 1, 0)}):
         try:
-            v = float(schedule(step))
+            with x64:
+                v = float(schedule(jnp.asarray(min(step, MAX_STEPS), jnp.int32)))
         except Exception as e:
-            raise ConfigError(f"`{key}`: schedule {name} fails at step {step}: {e}", key) from None
-        if not math.isfinite(v) or v < 0:
+            raise ConfigError(
+                f"`{key}`: schedule {name} fails at step {step}: {type(e).__name__}: {e}", key
+            ) from None
+        if not math.isfinite(v) or v < 0 or v > limit:
             raise ConfigError(
                 f"`{key}`: schedule {name} gives {v:g} at step {step}; learning rates must be "
-                "finite and >= 0.",
+                f"finite, >= 0 and fit in {dtype_name} (the run's train.dtype).",
                 key,
             )
     return schedule
 
 
 def optimizer_spec(
-    cfg: Mapping | DictConfig, *, steps: int = 1, prefix: str = "optimizer"
+    cfg: Mapping | DictConfig,
+    *,
+    steps: int = 1,
+    prefix: str = "optimizer",
+    dtype: str | None = None,
 ) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The optax function and its keyword arguments (schedules built) for an optimizer section.
 
@@ -277,13 +371,19 @@ def optimizer_spec(
         steps: the run's step count, where schedules are checked for finite, non-negative
             values.
         prefix: the key of this section in error messages.
+        dtype: the run's ``train.dtype`` (``float32`` or ``float64``): every number must be
+            finite and fit in it, and a learning rate must not round to 0 in it. ``None``:
+            finite float64 numbers.
 
     Returns:
         ``(fn, kwargs)``.
 
     Raises:
         ConfigError: unknown optimizer or schedule name (with the closest one), unknown or
-            missing keyword arguments, wrong types, a learning rate that is not > 0.
+            missing keyword arguments, wrong types, a learning rate that is not > 0,
+            numbers that overflow the dtype, integers beyond their bounds (step counts at most
+            ``MAX_STEPS``, ``memory_size`` at most ``MAX_MEMORY_SIZE``, other integers within
+            int32).
     """
 
     if isinstance(cfg, DictConfig):
@@ -295,12 +395,18 @@ def optimizer_spec(
             prefix,
         )
     if "chain" in cfg:
-        return _chain_spec(cfg, steps=steps, prefix=prefix)
-    return _single_spec(cfg, optimizer_names(), steps=steps, prefix=prefix)
+        return _chain_spec(cfg, steps=steps, prefix=prefix, dtype=dtype)
+    return _single_spec(cfg, optimizer_names(), steps=steps, prefix=prefix, dtype=dtype)
 
 
 def _single_spec(
-    cfg: Mapping, names: Sequence[str], *, steps: int, prefix: str, what: str = "optimizer"
+    cfg: Mapping,
+    names: Sequence[str],
+    *,
+    steps: int,
+    prefix: str,
+    what: str = "optimizer",
+    dtype: str | None = None,
 ) -> tuple[Callable[..., Any], dict[str, Any]]:
     """One optax function by name, its keyword arguments checked (a learning rate > 0)."""
     import optax
@@ -321,7 +427,7 @@ def _single_spec(
             _join(prefix, "name"),
         )
     fn = getattr(optax, name)
-    kwargs = _check_kwargs(fn, cfg, prefix, f"{what} {name}", steps, skip=("name",))
+    kwargs = _check_kwargs(fn, cfg, prefix, f"{what} {name}", steps, ("name",), dtype)
     lr_key = _join(prefix, "learning_rate")
     lr = cfg.get("learning_rate")
     if is_number(lr) and not lr > 0:
@@ -330,6 +436,17 @@ def _single_spec(
             "the gradient with a positive step size; try 0.01.",
             lr_key,
         )
+    if is_number(lr) and dtype is not None:
+        import numpy as np
+
+        tiny = np.finfo(np.dtype(dtype)).smallest_subnormal
+        if not np.dtype(dtype).type(lr) > 0:
+            raise ConfigError(
+                f"`{lr_key}` is {_fmt(lr)}, which is 0 in {dtype} (the run's train.dtype; its "
+                f"smallest positive value is {float(tiny):.3g}); use a larger learning rate"
+                + (" or train.dtype=float64." if dtype == "float32" else "."),
+                lr_key,
+            )
     return fn, kwargs
 
 
@@ -350,7 +467,7 @@ def transformation_names() -> tuple[str, ...]:
 
 
 def _chain_spec(
-    cfg: Mapping, *, steps: int, prefix: str
+    cfg: Mapping, *, steps: int, prefix: str, dtype: str | None = None
 ) -> tuple[Callable[..., Any], dict[str, Any]]:
     """``{chain: [{name, **kwargs}, ...]}``: ``optax.chain`` of the elements, in order.
 
@@ -377,7 +494,12 @@ def _chain_spec(
                 f"`{key}` must be a mapping {{name: ..., ...}}, got {_fmt(element)}.", key
             )
         fn, kwargs = _single_spec(
-            element, transformation_names(), steps=steps, prefix=key, what="transformation"
+            element,
+            transformation_names(),
+            steps=steps,
+            prefix=key,
+            what="transformation",
+            dtype=dtype,
         )
         try:
             built = fn(**kwargs)
@@ -449,7 +571,11 @@ def learning_rate(cfg: Mapping | DictConfig) -> Any:
 
 
 def build_optimizer(
-    cfg: Mapping | DictConfig, *, steps: int = 1, inject_hyperparams: bool = False
+    cfg: Mapping | DictConfig,
+    *,
+    steps: int = 1,
+    inject_hyperparams: bool = False,
+    dtype: str | None = None,
 ) -> Any:
     """The optax ``GradientTransformation`` named by an optimizer config section.
 
@@ -458,6 +584,7 @@ def build_optimizer(
         steps: the run's step count (schedules are checked over it).
         inject_hyperparams: wrap with ``optax.inject_hyperparams`` so that the hyperparameters
             live in the optimizer state (as sweeps over learning rates need).
+        dtype: the run's ``train.dtype``; numbers must fit in it (see :func:`optimizer_spec`).
 
     Returns:
         An ``optax.GradientTransformation``.
@@ -469,7 +596,7 @@ def build_optimizer(
     """
     import optax
 
-    fn, kwargs = optimizer_spec(cfg, steps=steps)
+    fn, kwargs = optimizer_spec(cfg, steps=steps, dtype=dtype)
     if inject_hyperparams:
         fn = optax.inject_hyperparams(fn)
     try:
@@ -479,3 +606,121 @@ def build_optimizer(
         raise ConfigError(
             f"`optimizer`: optax.{name} rejected its arguments: {e}", "optimizer"
         ) from None
+
+
+def check_optimizer_on(
+    optimizer: Any, params: Any, cfg: Mapping | DictConfig | None = None
+) -> None:
+    """Checks that an optimizer can train parameters of these shapes, without computing
+    anything: ``optimizer.init`` and one ``optimizer.update`` traced abstractly
+    (``jax.eval_shape``), as the training loop calls them. Some optax optimizers cannot handle
+    every parameter (``sm3`` fails on a scalar such as a bias ``b``); this finds that before
+    anything is written. Call it in the run's precision (``jax.enable_x64`` for float64).
+
+    Args:
+        optimizer: the optax ``GradientTransformation`` (:func:`build_optimizer`).
+        params: the model's parameters, arrays or ``jax.ShapeDtypeStruct`` s (for example
+            ``jax.eval_shape(model.init, jax.random.PRNGKey(0))``).
+        cfg: the ``optimizer`` section it was built from; the message names its key
+            (``optimizer.name``, or ``optimizer.chain.<i>.name`` for the element of a chain
+            that fails) and the optax function.
+
+    Raises:
+        ConfigError: naming the key, the parameter that fails (when one alone does) and
+            optax's reason.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> opt = build_optimizer({"name": "sm3", "learning_rate": 0.1})
+        >>> check_optimizer_on(opt, {"w": jnp.zeros(3), "b": jnp.zeros(())},
+        ...                    {"name": "sm3", "learning_rate": 0.1})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlgrad.config.errors.ConfigError: `optimizer.name`: optax.sm3 cannot train ...
+    """
+    import jax
+
+    reason = _step_failure(optimizer, params)
+    if reason is None:
+        return
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    key, label = "optimizer.name", "the optimizer"
+    if isinstance(cfg, Mapping):
+        key, label = "optimizer.name", f"optax.{cfg.get('name')}"
+        if "chain" in cfg:
+            key, label = "optimizer.chain", f"the chain {optimizer_label(cfg)}"
+            for i, element in enumerate(cfg["chain"]):
+                try:
+                    part = build_optimizer({"chain": [element]})
+                except ConfigError:
+                    continue
+                if _step_failure(part, params) is not None:
+                    key, label = f"optimizer.chain.{i}.name", f"optax.{element.get('name')}"
+                    break
+    where = ""  # the parameter at fault, when some work alone and one does not
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    failing = [(p, leaf) for p, leaf in leaves if _step_failure(optimizer, leaf) is not None]
+    if 0 < len(failing) < len(leaves):
+        path, leaf = failing[0]
+        shape = tuple(getattr(leaf, "shape", ()))
+        kind = "a scalar, " if not shape else ""
+        where = f" on the parameter `{_path_name(path)}` ({kind}shape {shape})"
+    raise ConfigError(
+        f"`{key}`: {label} cannot train this model's parameters: its update fails{where} "
+        f"({reason}). Choose another optimizer for `{key}`, such as adam or sgd.",
+        key,
+    )
+
+
+def _path_name(path: Sequence[Any]) -> str:
+    """A pytree path as ``layers.0.w``."""
+    parts = []
+    for entry in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:  # pragma: no cover - a key type of the future
+            parts.append(str(entry))
+    return ".".join(parts) or "(the parameters)"
+
+
+def _step_failure(optimizer: Any, params: Any) -> str | None:
+    """Why ``init`` and one ``update`` of ``optimizer`` on ``params`` fail (traced abstractly,
+    as the training loop calls them), or None when they work and keep the shapes."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def step(p: Any) -> tuple[Any, Any, Any]:
+        state = optimizer.init(p)
+        grads = jax.tree.map(jnp.zeros_like, p)
+        if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+
+            def value_fn(q: Any) -> Any:
+                return sum(jnp.sum(x) for x in jax.tree.leaves(q))
+
+            updates, new_state = optimizer.update(
+                grads, state, p, value=value_fn(p), grad=grads, value_fn=value_fn
+            )
+        else:
+            updates, new_state = optimizer.update(grads, state, p)
+        return optax.apply_updates(p, updates), state, new_state
+
+    try:
+        new_params, state, new_state = jax.eval_shape(step, params)
+    except Exception as e:  # whatever optax raises: the reason goes into the message
+        text = " ".join(str(e).split())
+        text = text if len(text) <= 200 else text[:197] + "..."
+        return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+    def shapes(tree: Any) -> tuple[Any, list[tuple[Any, Any]]]:
+        leaves, treedef = jax.tree.flatten(tree)
+        return treedef, [(tuple(x.shape), x.dtype) for x in leaves]
+
+    if shapes(new_params) != shapes(params):
+        return "the updated parameters do not keep their shapes and dtypes"
+    if shapes(new_state) != shapes(state):
+        return "the optimizer state changes shape or dtype after a step"
+    return None

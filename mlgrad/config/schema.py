@@ -19,6 +19,14 @@ MAX_STEPS = 2**31 - 1
 MAX_SEED = 2**32 - 1
 
 
+#: Largest mini-batch (``train.batch_size``): an int32 index, like a step count.
+MAX_BATCH_SIZE = 2**31 - 1
+
+
+#: Most checkpoints a run keeps (``train.keep_checkpoints``): each is a directory on disk.
+MAX_KEEP_CHECKPOINTS = 10**6
+
+
 @dataclasses.dataclass
 class DataConfig:
     """Where the data comes from: a built-in data set (``name``) or a CSV/NPZ file (``path``)."""
@@ -61,17 +69,28 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
 
-# (full key, predicate on the value, what it must be). Checked after the types.
+def _count(limit: int) -> tuple[Callable[[Any], bool], str]:
+    """An integer count in [1, limit]: the predicate and what it must be."""
+    return (lambda v: 0 < v <= limit), f"an integer > 0 and <= {limit}"
+
+
+# (full key, predicate on the value, what it must be). Checked after the types. Every integer
+# key has an upper bound: step counts are int32 (MAX_STEPS), seeds uint32 (MAX_SEED);
+# train.devices is bounded by the devices JAX sees (checked when the run is set up).
 _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("seed", lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
     ("data.val_split", lambda v: 0.0 <= v < 1.0, "a number in [0, 1) (0 = no validation split)"),
     ("data.split_seed", lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
     ("train.steps", lambda v: 0 < v <= MAX_STEPS, f"an integer in [1, {MAX_STEPS}]"),
-    ("train.batch_size", lambda v: v is None or v > 0, "null (full batch) or an integer > 0"),
-    ("train.eval_every", lambda v: v > 0, "an integer > 0"),
-    ("train.checkpoint_every", lambda v: v > 0, "an integer > 0"),
-    ("train.keep_checkpoints", lambda v: v > 0, "an integer > 0"),
-    ("train.log_every", lambda v: v > 0, "an integer > 0"),
+    (
+        "train.batch_size",
+        lambda v: v is None or 0 < v <= MAX_BATCH_SIZE,
+        f"null (full batch) or an integer > 0 and <= {MAX_BATCH_SIZE}",
+    ),
+    ("train.eval_every", *_count(MAX_STEPS)),
+    ("train.checkpoint_every", *_count(MAX_STEPS)),
+    ("train.keep_checkpoints", *_count(MAX_KEEP_CHECKPOINTS)),
+    ("train.log_every", *_count(MAX_STEPS)),
     ("train.dtype", lambda v: v in DTYPES, "float32 or float64"),
     (
         "train.devices",

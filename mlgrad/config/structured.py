@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from mlgrad.config.errors import ConfigError, _describe, _fmt, _join, _suggest, _typename
+from mlgrad.config.schema import _RANGES
+
+# Keys whose range the schema checks (with a message naming their own bounds).
+_BOUNDED = frozenset(key for key, _, _ in _RANGES)
 
 
 def check_section(value: Any, cls: type, key: str, skip: Sequence[str] = ()) -> dict:
@@ -46,6 +51,32 @@ def check_section(value: Any, cls: type, key: str, skip: Sequence[str] = ()) -> 
         raise _translate(e, cls, key, skip) from None
     except (TypeError, ValueError) as e:  # a structure OmegaConf cannot merge
         raise ConfigError(f"`{key}`: {e}" if key else str(e), key) from None
+
+
+def check_fits(value: Any, key: str, dtype: str) -> None:
+    """Every float in ``value`` (a checked section: mappings, lists, numbers) fits in the run's
+    ``train.dtype``: a float32 run cannot hold 1e39, which would become inf at the first step.
+
+    Raises:
+        ConfigError: naming the full key, the value and the largest value of the dtype.
+    """
+    import numpy as np
+
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            check_fits(v, _join(key, k), dtype)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            check_fits(v, f"{key}[{i}]", dtype)
+    elif isinstance(value, float):
+        limit = float(np.finfo(np.dtype(dtype)).max)
+        if math.isfinite(value) and abs(value) > limit:
+            hint = " or train.dtype=float64" if dtype == "float32" else ""
+            raise ConfigError(
+                f"`{key}` is {_fmt(value)}, which does not fit in {dtype} (the run's "
+                f"train.dtype; its largest value is {limit:.6g}); use a smaller value{hint}.",
+                key,
+            )
 
 
 def _strict(value: Any, tp: Any, key: str) -> Any:
@@ -83,15 +114,32 @@ def _strict(value: Any, tp: Any, key: str) -> Any:
         raise _type_error(key, tp, value)
     if tp is int:
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return int(value)  # 1e4 in YAML is a float
+            value = int(value)  # 1e4 in YAML is a float
         if isinstance(value, bool | str | float):
             raise _type_error(key, tp, value)
+        if isinstance(value, int) and not -(2**63) <= value < 2**63 and key not in _BOUNDED:
+            # No array size, count or seed is this large; NumPy and JAX could not hold it.
+            # (The run config's own integers have tighter bounds: schema._RANGES.)
+            raise ConfigError(
+                f"`{key}` must be an integer in [-2**63, 2**63 - 1] (a 64-bit integer), got "
+                f"{_fmt(value)}.",
+                key,
+            )
+        return value
     if tp is float:
         if isinstance(value, bool | str):
             raise _type_error(key, tp, value)
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            raise ConfigError(
+                f"`{key}` is {_fmt(value)}, which is too large for a floating-point number "
+                f"(the largest is {sys.float_info.max:.6g}); use a smaller value.",
+                key,
+            ) from None
+        if not math.isfinite(number):
             raise ConfigError(f"`{key}` must be a finite number, got {_fmt(value)}.", key)
-        return float(value)
+        return number
     if tp is str and not isinstance(value, str):
         raise _type_error(key, tp, value)
     return value

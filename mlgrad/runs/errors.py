@@ -6,6 +6,10 @@ A user's mistake in the config or the data raises :class:`mlgrad.config.ConfigEr
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
+
 
 class UsageError(ValueError):
     """A run asked for in a way that cannot work (exit code 2; nothing was written): a run
@@ -14,3 +18,25 @@ class UsageError(ValueError):
 
 class RunError(RuntimeError):
     """A failure while the run trains or writes (exit code 1): divergence, a disk error."""
+
+
+@contextlib.contextmanager
+def out_of_memory_is_a_run_error() -> Iterator[None]:
+    """XLA's RESOURCE_EXHAUSTED (a model, batch or sweep larger than the device's memory) as
+    a :class:`RunError` that says so and how much was asked for, instead of an unexpected
+    error. (JAX's runtime error carries its status only as the message's first word.)"""
+    try:
+        yield
+    except Exception as e:
+        text = str(e)
+        if type(e).__name__ not in ("JaxRuntimeError", "XlaRuntimeError") or not text.startswith(
+            "RESOURCE_EXHAUSTED"
+        ):
+            raise
+        asked = re.search(r"allocating (\d+) bytes", text)
+        size = f" {int(asked.group(1)) / 1e9:.3g} GB" if asked else ""
+        raise RunError(
+            f"out of memory: the device could not allocate{size} for this run (XLA: "
+            f"{text.splitlines()[0][:200]}). Make the model, the batch or the sweep smaller, "
+            "or train on a device with more memory."
+        ) from None

@@ -65,8 +65,22 @@ def prepare(config: str | Path | Any, overrides: Sequence[str] = ()) -> Setup:
         source = None
     data = load_data(cfg)
     model = build_model(cfg, module, data)
-    optimizer = build_optimizer(cfg.optimizer, steps=cfg.train.steps)
+    optimizer = build_optimizer(cfg.optimizer, steps=cfg.train.steps, dtype=cfg.train.dtype)
+    check_optimizer(cfg, model, optimizer)
     return Setup(cfg, module, data, model, optimizer, mesh_of(cfg), source)
+
+
+def check_optimizer(cfg: Any, model: Any, optimizer: Any) -> None:
+    """The optimizer takes one abstract step on the model's parameters (nothing computed):
+    an optimizer that cannot train them (``sm3`` on a scalar bias) is a ConfigError now, not
+    a crash at the first step."""
+    import jax
+
+    from mlgrad.config.optimizers import check_optimizer_on
+
+    with precision(cfg):
+        params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+        check_optimizer_on(optimizer, params, cfg.optimizer)
 
 
 def precision(cfg: Any) -> Any:

@@ -50,6 +50,7 @@ from typing import Any
 from mlgrad.config import is_number, optimizer_label
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
+from mlgrad.runs.errors import out_of_memory_is_a_run_error
 from mlgrad.runs.setup import as_batch, metrics_program, precision
 from mlgrad.runs.sweep_plan import Group, SweepPlan, prepare_sweep, shape_axes
 from mlgrad.runs.sweep_report import Outcome, SweepReport, write_sweep
@@ -92,7 +93,7 @@ def train_sweep(
     name = f"{plan.base.name}-sweep" if plan.default_dir else None
     plan.run_dir, lock, created = rundir.claim(plan.run_dir, what="mlgrad sweep", default_name=name)
     try:
-        with runtime.compilation_cache(console):
+        with out_of_memory_is_a_run_error(), runtime.compilation_cache(console):
             outcomes, groups, devices = _train_groups(plan, console)
         report = SweepReport(plan, outcomes, groups, devices)
         report.wall_time_s = round(time.perf_counter() - t0, 3)

@@ -30,7 +30,7 @@ from typing import Any
 
 from mlgrad.config import is_number
 from mlgrad.runs import rundir
-from mlgrad.runs.setup import load_data, mesh_of
+from mlgrad.runs.setup import check_optimizer, load_data, mesh_of
 from mlgrad.runs.text import lr_text, table_text
 
 SEED, LR = "seed", "optimizer.learning_rate"
@@ -246,6 +246,10 @@ def plan(config: Path, axes: Sequence[Axis]) -> tuple[list[Run], list[Group]]:
             if key not in groups:
                 model = build_model(run.cfg, run.module, datasets[data_key])
                 groups[key] = Group(len(groups), [], datasets[data_key], model)
+            optimizer = build_optimizer(
+                run.cfg.optimizer, steps=run.cfg.train.steps, dtype=run.cfg.train.dtype
+            )
+            check_optimizer(run.cfg, groups[key].model, optimizer)
         except (ConfigError, DataError) as e:
             raise _in_run(e, run.texts, swept) from None
         run.group = groups[key].index

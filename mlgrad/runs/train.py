@@ -48,7 +48,7 @@ from typing import Any
 from mlgrad import _faults
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
-from mlgrad.runs.errors import RunError, UsageError
+from mlgrad.runs.errors import RunError, UsageError, out_of_memory_is_a_run_error
 from mlgrad.runs.metrics_log import MetricsLog
 from mlgrad.runs.setup import (
     Setup,
@@ -268,7 +268,11 @@ def train_run(
     runtime.barrier("mlgrad train: checked")  # every process checked before 0 writes
     lock = _claim(plan)
     try:
-        with runtime.compilation_cache(console), precision(plan.setup.cfg):
+        with (
+            out_of_memory_is_a_run_error(),
+            runtime.compilation_cache(console),
+            precision(plan.setup.cfg),
+        ):
             return _Training(plan, console or Console()).run(plots=plots)
     finally:
         if lock is not None:
