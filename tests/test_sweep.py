@@ -8,6 +8,7 @@ NumPy's least-squares solution; divergence against fit's own TrainingDivergedErr
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 
 import jax
@@ -17,7 +18,10 @@ import optax
 import pytest
 
 from mlgrad.training import TrainingDivergedError, fit
-from mlgrad.training.sweep import SweepResult, _sweep_program, sweep
+from mlgrad.training.sweep import SweepResult, sweep
+
+# the module (mlgrad.training.sweep, as an attribute, is the function of the same name)
+sweep_module = importlib.import_module("mlgrad.training.sweep")
 
 N, D = 30, 3
 RNG = np.random.default_rng(0)
@@ -198,17 +202,17 @@ def test_one_compiled_program_per_shape():
         traces.append(1)  # runs once per trace of the program (vmapped, not per run)
         return init(key)
 
-    before = _sweep_program._cache_size()
+    before = sweep_module.compilations
     kw = dict(optimizer_fn=optax.sgd, steps=20, batch_size=7)
     sweep(loss, counting_init, DATA, learning_rates=[0.1, 0.2, 0.3], seeds=[0, 1], **kw)
-    assert (len(traces), _sweep_program._cache_size() - before) == (1, 1)
+    assert (len(traces), sweep_module.compilations - before) == (1, 1)
     # Other values, the same numbers of seeds and learning rates: the same program.
     sweep(loss, counting_init, DATA, learning_rates=[0.5, 0.05, 1.0], seeds=[4, 6], **kw)
-    assert (len(traces), _sweep_program._cache_size() - before) == (1, 1)
+    assert (len(traces), sweep_module.compilations - before) == (1, 1)
     # The program's shapes are (seeds, learning rates), not their product: the transposed
     # grid of 3 seeds x 2 learning rates is another program.
     sweep(loss, counting_init, DATA, learning_rates=[0.5, 0.05], seeds=[4, 5, 6], **kw)
-    assert (len(traces), _sweep_program._cache_size() - before) == (2, 2)
+    assert (len(traces), sweep_module.compilations - before) == (2, 2)
 
 
 def test_diverging_learning_rate_is_reported_and_does_not_poison_the_others():

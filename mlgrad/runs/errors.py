@@ -27,6 +27,8 @@ def out_of_memory_is_a_run_error() -> Iterator[None]:
     error. (JAX's runtime error carries its status only as the message's first word.)"""
     try:
         yield
+    except MemoryError as e:  # a program found too large before it ran
+        raise RunError(f"out of memory: {e}") from None
     except Exception as e:
         text = str(e)
         if type(e).__name__ not in ("JaxRuntimeError", "XlaRuntimeError") or not text.startswith(

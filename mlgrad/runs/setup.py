@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgrad.runs import rundir
+from mlgrad.runs.errors import RunError
 
 #: Progress updates per run: chunks are about steps / this long (see :func:`chunk_size`).
 CHUNKS_PER_RUN = 50
@@ -81,6 +82,28 @@ def check_optimizer(cfg: Any, model: Any, optimizer: Any) -> None:
     with precision(cfg):
         params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
         check_optimizer_on(optimizer, params, cfg.optimizer)
+    check_fits_in_memory(params)
+
+
+def check_fits_in_memory(params: Any) -> None:
+    """Refuses parameters larger than the device's free memory, before anything is allocated
+    (allocating them would fail only after a long wait, or not at all on some runtimes).
+
+    Raises:
+        RunError: naming the size needed and the size available.
+    """
+    import jax
+
+    from mlgrad.training.parallel import device_memory
+
+    need = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+    device = jax.devices()[0]
+    have = device_memory(device)
+    if have is not None and need > have:
+        raise RunError(
+            f"out of memory: the model's parameters alone need {need / 1e9:.3g} GB and {device} "
+            f"has {have / 1e9:.3g} GB available. Make the model smaller."
+        )
 
 
 def precision(cfg: Any) -> Any:

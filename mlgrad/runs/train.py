@@ -266,7 +266,7 @@ def train_run(
         The summary, as :func:`train_and_evaluate`.
     """
     runtime.barrier("mlgrad train: checked")  # every process checked before 0 writes
-    lock = _claim(plan)
+    lock, created = _claim(plan)
     try:
         with (
             out_of_memory_is_a_run_error(),
@@ -277,21 +277,23 @@ def train_run(
     finally:
         if lock is not None:
             lock.release()
+        if created:
+            rundir.remove_if_empty(plan.run_dir)  # a run that failed before writing anything
 
 
-def _claim(plan: RunPlan) -> rundir.RunDirLock | None:
+def _claim(plan: RunPlan) -> tuple[rundir.RunDirLock | None, bool]:
     """Process 0 takes the run directory for this run (its OS lock) and checks again, under
     the lock, that it is empty or, resuming, that it can be continued; a default directory
     that another run took meanwhile moves on to the next free name. With several processes a
-    refusal stops them all."""
+    refusal stops them all. Returns the lock and whether the directory was made for it."""
     if not runtime.is_primary():
         runtime.stop_together(None, plan.run_dir)
-        return None
+        return None, False
     multi = runtime.is_multiprocess()
     default = plan.setup.cfg.name if plan.default_dir and not multi else None
-    lock, failure = None, None
+    lock, failure, created = None, None, False
     try:
-        plan.run_dir, lock, _ = rundir.claim(
+        plan.run_dir, lock, created = rundir.claim(
             plan.run_dir, what="mlgrad train", default_name=default, resume=plan.resume
         )
         if plan.resume:
@@ -303,7 +305,7 @@ def _claim(plan: RunPlan) -> rundir.RunDirLock | None:
             raise
         failure = str(e)
     runtime.stop_together(failure, plan.run_dir)
-    return lock
+    return lock, created
 
 
 class _Training:

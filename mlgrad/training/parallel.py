@@ -18,7 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -160,3 +162,16 @@ def _host_value(x: Any) -> Any:
             )
         return np.asarray(x.addressable_data(0))
     return np.asarray(x)
+
+
+def device_memory(device: Any) -> int | None:
+    """The bytes a device can allocate: its allocator's limit, or the host's free memory."""
+    stats = None
+    with contextlib.suppress(Exception):
+        stats = device.memory_stats()
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    if device.platform == "cpu":
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None

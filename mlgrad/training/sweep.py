@@ -65,7 +65,14 @@ from mlgrad.training.fit import (
     _positive_int,
     _run_chunk,
 )
-from mlgrad.training.parallel import Devices, batch_sharding, data_mesh, place, replicated
+from mlgrad.training.parallel import (
+    Devices,
+    batch_sharding,
+    data_mesh,
+    device_memory,
+    place,
+    replicated,
+)
 
 __all__ = ["SweepResult", "sweep"]
 
@@ -236,6 +243,61 @@ def _sweep_program(
     return constrain((params, opt_state, buffers), replicated)
 
 
+_EXECUTABLES: dict[Any, Any] = {}
+#: How many sweep programs were compiled in this process (tests count them).
+compilations = 0
+
+
+def _executable(args: tuple, static: dict[str, Any]) -> Any:
+    """The compiled sweep program for these argument shapes, checked to fit in memory first.
+
+    Compiled ahead of time (``lower().compile()``, kept for the next call with the same
+    shapes) so that XLA's own estimate of its memory (arguments, outputs, temporaries) can be
+    compared with what the devices have before it runs: a sweep too large for the machine is a
+    ``MemoryError`` saying how much it needs, where running it would fail inside the
+    runtime (on a CPU the program then never completes).
+    """
+    avals = tuple(
+        (np.shape(x), jnp.result_type(x), getattr(x, "sharding", None))
+        for x in jax.tree.leaves(args)
+    )
+    key = (tuple(static.items()), jax.tree.structure(args), avals)
+    global compilations
+    if key not in _EXECUTABLES:
+        compiled = _sweep_program.lower(*args, **static).compile()
+        compilations += 1
+        _check_fits_in_memory(compiled, static["mesh"])
+        if len(_EXECUTABLES) >= 16:
+            _EXECUTABLES.pop(next(iter(_EXECUTABLES)))
+        _EXECUTABLES[key] = compiled
+    return _EXECUTABLES[key]
+
+
+def _check_fits_in_memory(compiled: Any, mesh: Mesh | None) -> None:
+    """Raises MemoryError when XLA's estimate of the program's memory exceeds a device's."""
+    try:
+        stats = compiled.memory_analysis()
+        need = sum(
+            getattr(stats, f, 0) or 0
+            for f in (
+                "argument_size_in_bytes",
+                "output_size_in_bytes",
+                "temp_size_in_bytes",
+                "generated_code_size_in_bytes",
+            )
+        )
+    except Exception:  # no estimate on this backend: run it and see
+        return
+    device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
+    have = device_memory(device)
+    if have is not None and need > have:
+        raise MemoryError(
+            f"the sweep needs about {need / 1e9:.3g} GB per device and {device} has "
+            f"{have / 1e9:.3g} GB available; sweep fewer runs at a time, or make the model or "
+            "the batch smaller."
+        )
+
+
 def _grid(seeds: Sequence[int], learning_rates: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """The seeds (uint32: ``PRNGKey`` of a traced uint32 seed is the key of the same Python
     int, up to 2**32 - 1) and the learning rates (float64) as arrays, checked. (A seed may
@@ -394,18 +456,17 @@ def sweep(
         device_seeds, device_lrs, arrays = place(
             (device_seeds, device_lrs, arrays), replicated(mesh)
         )
-    params, opt_state, buffers = _sweep_program(
-        device_seeds,
-        device_lrs,
-        arrays,
-        init_fn=init_fn,
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-        layout=layout,
-        plan=plan,
-        steps=steps,
-        mesh=mesh,
-    )
+    static = {
+        "init_fn": init_fn,
+        "loss_fn": loss_fn,
+        "optimizer": optimizer,
+        "layout": layout,
+        "plan": plan,
+        "steps": steps,
+        "mesh": mesh,
+    }
+    program = _executable((device_seeds, device_lrs, arrays), static)
+    params, opt_state, buffers = program(device_seeds, device_lrs, arrays)
     buffers = np.asarray(buffers)  # the one transfer (and sync)
     diverged = ~np.isfinite(buffers).all(axis=1)
     final = np.where(diverged, np.nan, buffers[:, -1])
