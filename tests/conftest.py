@@ -17,6 +17,18 @@ import pytest
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _full_float32_matmuls():
+    """float32 matrix products at full precision, as on a CPU. On a GPU JAX's default is
+    TF32 (10-bit mantissas): on an H200 forward and reverse Jacobians then differ by 2e-4,
+    and a sweep's full-batch runs drift 5e-6 from fit alone; the tests check the float32
+    claims, so they run at "highest" (a no-op on a CPU)."""
+    import jax
+
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     """A module's CLI runs cache compiled programs in one temporary directory, not ~/.cache."""

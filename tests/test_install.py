@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -67,10 +68,29 @@ train: {{steps: 3000, checkpoint_every: 3000}}
 """
 
 
+def _source_copy(tmp_path: Path) -> Path:
+    """The checkout's files (tracked, and untracked but not ignored) in a fresh folder: a
+    wheel built in the checkout itself would also hold whatever an earlier build left in its
+    build/ folder (a module since removed)."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    copy = tmp_path / "source"
+    for name in filter(None, files):
+        source = ROOT / os.fsdecode(name)
+        if source.is_file():
+            (copy / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / os.fsdecode(name))
+    return copy
+
+
 def _wheel(tmp_path: Path) -> Path:
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
     subprocess.run(
-        [*pip_wheel, "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+        [*pip_wheel, "-q", "-w", str(tmp_path / "dist"), str(_source_copy(tmp_path))],
         check=True,
         capture_output=True,
     )
@@ -104,6 +124,9 @@ def test_the_wheel_holds_exactly_the_library_models_configs_and_data(tmp_path):
     tops = {n.split("/")[0] for n in names}
     assert tops == {"mlgrad", "mlgrad-0.1.0.dist-info"}, tops
     files = set(names)
+    # every module of the library is in it (a package missing from pyproject's list is not)
+    sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "mlgrad").rglob("*.py")}
+    assert sources - files == set()
     for model in ("__init__", "_common", "linear_regression", "logistic", "autoencoder"):
         assert f"mlgrad/models/{model}.py" in files
     configs = {n for n in names if n.startswith("mlgrad/configs/") and n.endswith(".yaml")}
