@@ -168,6 +168,7 @@ def _two_processes(*argv: object, cwd: Path, timeout: float = 240) -> list[tuple
     return [_finish(proc, timeout) for proc in procs]
 
 
+@pytest.mark.slow  # two fresh interpreters joining over gloo: 25 s of the CI budget
 def test_two_processes_equal_one_process(single, tmp_path):
     """Two processes of two devices each train the logistic config as one data-parallel run
     over 4 devices; with no --out they agree on process 0's run directory."""

@@ -1,0 +1,389 @@
+"""check_grad: autodiff against finite differences, along random directions and coordinates.
+
+The finite-difference side is :mod:`mlgrad.numerical._apply`'s derivative along a line, with
+its error estimate; the tolerance adds that estimate to atol + rtol |value|, so an honest
+estimate is what keeps the check free of false alarms at any magnitude of x.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlgrad.numerical._apply import along_lines, eps_of, first_step, make_key, pow2
+from mlgrad.numerical._arguments import flatten, realify, select_args
+
+
+class GradientCheckError(AssertionError):
+    """Autodiff and finite differences disagree (raised by :func:`check_grad`)."""
+
+
+NO_FLOAT_ARGS = (
+    "mlgrad.check_grad: none of the {nargs} positional arguments is a floating-point array (or "
+    "a pytree of them), so there is nothing to differentiate. Pass floats (2.0, not 2) or name "
+    "the arguments to check with argnums=..."
+)
+NOT_FLOAT_OUTPUT = (
+    "mlgrad.check_grad: f returned dtype {dtype}; derivatives are only defined for "
+    "floating-point (or complex) outputs."
+)
+_SMALL = 20  # inputs up to which every coordinate direction is checked, naming the worst entry
+
+
+def _default_tolerance(eps: float) -> float:
+    if eps <= 1e-15:  # float64
+        return 1e-6
+    if eps <= 1e-6:  # float32
+        return 2e-3
+    return 5e-2  # float16, bfloat16
+
+
+def _float_leaf(leaf: Any) -> bool:
+    if isinstance(leaf, float | complex):
+        return True
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and bool(jnp.issubdtype(dtype, jnp.inexact))
+
+
+def _float_argnums(args: Sequence[Any]) -> tuple[int, ...]:
+    """Positions of the arguments whose leaves are all floating point (or complex)."""
+    nums = tuple(
+        i
+        for i, arg in enumerate(args)
+        if (leaves := jax.tree_util.tree_leaves(arg)) and all(map(_float_leaf, leaves))
+    )
+    if not nums:
+        raise ValueError(NO_FLOAT_ARGS.format(nargs=len(args)))
+    return nums
+
+
+def _entry_namer(parts: Sequence[tuple[str, Any]]) -> Callable[[int], str]:
+    """Names entry k of the pytrees raveled as realify does, e.g. "argument 1['w'][0, 2]"
+    (a complex entry is two: "... (real part)" and "... (imaginary part)")."""
+    table: list[tuple[str, tuple[int, ...], str]] = []
+    for prefix, tree in parts:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            leaf_name, shape = prefix + jax.tree_util.keystr(path), tuple(np.shape(leaf))
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
+                table += [(leaf_name, shape, " (real part)"), (leaf_name, shape, " (imag part)")]
+            else:
+                table.append((leaf_name, shape, ""))
+
+    def name(k: int) -> str:
+        for leaf_name, shape, part in table:
+            size = math.prod(shape)
+            if k < size:
+                if not shape:
+                    return leaf_name + part
+                index = np.unravel_index(k, shape)
+                return f"{leaf_name}[{', '.join(str(int(i)) for i in index)}]{part}"
+            k -= size
+        raise IndexError(k)
+
+    return name
+
+
+def _fmt(v: Any) -> str:
+    return f"{float(v):.10g}"
+
+
+def _ratio(ad: Any, num: Any, err: Any, atol: float, rtol: float) -> np.ndarray:
+    """|ad - num| / (atol + rtol max(|ad|, |num|) + FD error estimate); NaN counts as failure."""
+    ad, num, err = (np.asarray(a, dtype=np.float64) for a in (ad, num, err))
+    diff = np.abs(ad - num)
+    tol = atol + rtol * np.maximum(np.abs(ad), np.abs(num)) + err
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff == 0, 0.0, diff / tol)
+    return np.where(np.isnan(ratio), np.inf, ratio)
+
+
+def _jvps(fn: Callable[[jax.Array], jax.Array], x: jax.Array, v: jax.Array) -> jax.Array | None:
+    """J v for each row v of `v` in forward mode, or None where f has no JVP (custom_vjp)."""
+    try:
+        return jax.vmap(lambda d: jax.jvp(fn, (x,), (d,))[1])(v)
+    except TypeError:
+        return None
+
+
+def _measure(
+    fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    v: jax.Array,
+    u: jax.Array | None,
+    second: bool,
+    info: dict[str, Any],
+) -> dict[str, jax.Array]:
+    """Everything check_grad compares, as arrays (traced once under jit).
+
+    First order (`second=False`): fn is f on the flat inputs, the autodiff side is J v in
+    forward mode (from reverse mode for custom_vjp functions, which have no JVP), and `u`
+    gives the dot-product identity <u, J v> = <J^T u, v>. Second order: fn is the
+    reverse-mode gradient of a scalar function, the autodiff side its JVP (forward-over-reverse,
+    or its VJP where there is no JVP: H is symmetric). The numerical side is always the
+    finite-difference derivative of fn along the directions (and the coordinates, for few
+    inputs), extrapolated.
+    """
+    ad = _jvps(fn, x, v)
+    info["forward"] = ad is not None
+    if ad is None:
+        _, vjp = jax.vjp(fn, x)
+        ad = jax.vmap(lambda d: vjp(d)[0])(v) if second else v @ jax.jacrev(fn)(x).T
+    key = make_key(1, "central", True, True, x.dtype)
+    h0 = jnp.full(v.shape[:1], pow2(jnp.maximum(1.0, jnp.max(jnp.abs(x)))))
+    num, err = along_lines(fn, x, v, h0, key)
+    out = {"ad": ad, "num": num, "err": err}
+    if x.size <= _SMALL:  # every coordinate direction: the worst single entry
+        jac = jax.jacfwd(fn) if info["forward"] else jax.jacrev(fn)
+        h0 = first_step(x, key, None)
+        num, err = along_lines(fn, x, jnp.eye(x.size, dtype=x.dtype), h0, key)
+        out.update(ad_m=jac(x), num_m=num.T, err_m=err.T)  # (m, n)
+    if u is not None and info["forward"]:
+        _, vjp = jax.vjp(fn, x)
+        jtu = jax.vmap(lambda w: vjp(w)[0])(u)
+        out.update(
+            jvp_side=jnp.sum(u * ad, axis=1),
+            vjp_side=jnp.sum(jtu * v, axis=1),
+            identity_scale=jnp.sum(jnp.abs(u * ad), axis=1) + jnp.sum(jnp.abs(jtu * v), axis=1),
+        )
+    return out
+
+
+class _Report(NamedTuple):
+    ok: bool  # autodiff agrees with finite differences
+    consistent: bool  # reverse mode agrees with forward mode
+    lines: list[str]
+    atol: float  # the absolute tolerance used
+
+
+def _normwise_atol(r: dict[str, np.ndarray], rtol: float) -> float:
+    """rtol times the largest |derivative| measured: the default absolute tolerance, so that
+    the check is relative to f's own scale (a gradient of 1e-6 everywhere is checked to
+    rtol * 1e-6, not swallowed by a fixed atol)."""
+    sizes = [np.abs(r[k]) for k in ("ad", "num", "ad_m", "num_m") if k in r]
+    finite = [a[np.isfinite(a)] for a in sizes]
+    largest = max((float(a.max()) for a in finite if a.size), default=0.0)
+    return rtol * largest
+
+
+def _report(
+    r: dict[str, np.ndarray],
+    v: np.ndarray,
+    atol: float | None,
+    rtol: float,
+    eps: float,
+    what: str,
+    component: Callable[[int], str],
+    entry: Callable[[int, int], str],
+) -> _Report:
+    """Turns the measured arrays into pass/fail and the message lines."""
+    atol = _normwise_atol(r, rtol) if atol is None else atol
+    ad = r["ad"].reshape(v.shape[0], -1)
+    num, err = r["num"].reshape(ad.shape), r["err"].reshape(ad.shape)
+    ratio = _ratio(ad, num, err, atol, rtol)
+    k, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    ok = bool(ratio[k, j] <= 1)
+    n = v.shape[1]
+    vector = (
+        np.array2string(v[k], precision=4, separator=", ")
+        if n <= _SMALL
+        else f"a random unit vector in R^{n}"
+    )
+    tol = atol + rtol * max(abs(ad[k, j]), abs(num[k, j])) + err[k, j]
+    diff = abs(ad[k, j] - num[k, j])
+    lines = [
+        f"worst of {ad.shape[0]} random directions: #{k}, v = {vector}"
+        + (f"; component {component(j)}" if ad.shape[1] > 1 else ""),
+        f"  autodiff {what}:".ljust(42) + _fmt(ad[k, j]),
+        "  finite differences:".ljust(42) + f"{_fmt(num[k, j])}  (error estimate {err[k, j]:.2g})",
+        f"  |difference| = {diff:.3g} "
+        + (f"> tolerance {tol:.3g}" if not ok else f"(within tolerance {tol:.3g})"),
+    ]
+    if "ad_m" in r:
+        num_m = r["num_m"].reshape(-1, n)
+        ad_m, err_m = r["ad_m"].reshape(num_m.shape), r["err_m"].reshape(num_m.shape)
+        ratio = _ratio(ad_m, num_m, err_m, atol, rtol)
+        i, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        ok = ok and bool(ratio[i, j] <= 1)
+        lines += [
+            f"worst entry: {entry(i, j)}",
+            "  autodiff:".ljust(42) + _fmt(ad_m[i, j]),
+            "  finite differences:".ljust(42)
+            + f"{_fmt(num_m[i, j])}  (error estimate {err_m[i, j]:.2g})",
+        ]
+    consistent = True
+    if "jvp_side" in r:
+        lhs, rhs = r["jvp_side"], r["vjp_side"]
+        ratio = _ratio(lhs, rhs, math.sqrt(eps) * r["identity_scale"], 0.0, 0.0)
+        k = int(np.argmax(ratio))
+        if ratio[k] > 1:
+            consistent = False
+            lines += [
+                f"reverse mode (VJP) disagrees with forward mode (JVP) along direction #{k}:",
+                "  <u, J v> (JVP):".ljust(42) + _fmt(lhs[k]),
+                "  <J^T u, v> (VJP):".ljust(42) + _fmt(rhs[k]),
+            ]
+    return _Report(ok, consistent, lines, atol)
+
+
+def check_grad(
+    f: Callable[..., Any],
+    *args: Any,
+    order: int = 1,
+    argnums: int | Sequence[int] | None = None,
+    num_directions: int = 3,
+    atol: float | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
+) -> None:
+    """Checks autodiff derivatives of f at args against finite differences.
+
+    For random unit directions v (so the check stays cheap for any number of inputs, like
+    ``jax.test_util.check_grads``), the forward-mode directional derivative J v (``jax.jvp``)
+    must match the finite-difference derivative of t -> f(x + t v) at t = 0, computed with
+    Richardson extrapolation and a dtype-aware step:
+
+    .. math:: |J v - D_{FD}| \\le atol + rtol \\max(|J v|, |D_{FD}|) + \\text{FD error estimate}.
+
+    Reverse mode is checked against forward mode through the dot-product identity
+    <u, J v> = <J^T u, v> for random u (``jax.vjp``). With at most 20 inputs every coordinate
+    direction is checked as well, which names the worst single entry. With ``order=2`` the
+    first-order check runs first, then the Hessian-vector products H v (forward-over-reverse:
+    the JVP of the reverse-mode gradient; for a vector-valued f, of a random projection
+    <u, f>) are checked against finite differences of the gradient along v.
+
+    Args:
+      f: the function; any pytree of float arrays in and out.
+      *args: the point at which to check (positional arguments of f).
+      order: 1 (first derivatives) or 2 (also second derivatives).
+      argnums: the arguments to check (int or tuple). Default: every argument whose leaves are
+        all floating point; integer and other non-float arguments are passed through as they
+        are unless named here (Python ints named here are promoted to floats).
+      num_directions: how many random directions to check.
+      atol: absolute tolerance; default 1e-6 in float64, 2e-3 in float32, 5e-2 in 16-bit
+        floats (by the least precise dtype among inputs and outputs).
+      rtol: relative tolerance; same defaults as atol.
+      seed: seed of the random directions (NumPy's default generator).
+
+    Returns:
+      None, when autodiff and finite differences agree.
+
+    Raises:
+      GradientCheckError: (an AssertionError) when they disagree; the message names the worst
+        direction (its index, the vector when there are at most 20 inputs, and which output
+        component) with its autodiff and numerical values, and, for at most 20 inputs, the
+        worst single entry with both values.
+      TypeError: an integer array named in argnums, or a non-float output.
+      ValueError: order not 1 or 2, argnums out of range, or no float argument to check.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from mlgrad.numerical import check_grad
+      >>> check_grad(lambda x: jnp.sum(jnp.sin(x) ** 2), jnp.array([0.3, 1.2]))  # passes
+      >>> @jax.custom_jvp
+      ... def bad_sin(x):
+      ...     return jnp.sin(x)
+      >>> _ = bad_sin.defjvp(lambda p, t: (jnp.sin(p[0]), 2 * jnp.cos(p[0]) * t[0]))
+      >>> check_grad(bad_sin, jnp.array(0.5))  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      mlgrad.numerical.GradientCheckError: mlgrad.check_grad: autodiff and finite ...
+    """
+    if order not in (1, 2) or isinstance(order, bool):
+        raise ValueError(f"mlgrad.check_grad: order must be 1 or 2, got {order!r}.")
+    if not isinstance(num_directions, int) or num_directions < 1:
+        raise ValueError(
+            f"mlgrad.check_grad: num_directions must be an int >= 1, got {num_directions!r}."
+        )
+    nums = _float_argnums(args) if argnums is None else argnums
+    sel = select_args(args, nums, "mlgrad.check_grad")
+
+    def outputs(like: Any) -> jax.Array:  # f's outputs, raveled (complex ones as two reals)
+        return realify(sel.call(f, like))[0]
+
+    x = jax.eval_shape(lambda like: realify(like)[0], sel.like)  # shapes only: no eager f
+    y = jax.eval_shape(lambda like: sel.call(f, like), sel.like)
+    y_leaves = jax.tree_util.tree_leaves(y)
+    if not all(jnp.issubdtype(leaf.dtype, jnp.inexact) for leaf in y_leaves):
+        dtype = next(leaf.dtype for leaf in y_leaves if not jnp.issubdtype(leaf.dtype, jnp.inexact))
+        raise TypeError(NOT_FLOAT_OUTPUT.format(dtype=dtype))
+    y_flat = jax.eval_shape(outputs, sel.like)
+    n, m = x.size, y_flat.size
+    if n == 0 or m == 0:  # no derivative to check
+        return
+    eps = max(eps_of(x.dtype), eps_of(y_flat.dtype))
+    rtol = _default_tolerance(eps) if rtol is None else float(rtol)
+    atol = None if atol is None else float(atol)
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((num_directions, n))
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), np.finfo(np.float64).tiny)
+    directions = jnp.asarray(v, x.dtype)
+    v = np.asarray(directions, dtype=np.float64)
+    parts = (sel.like,) if sel.single else sel.like
+    name_in = _entry_namer([(f"argument {i}", a) for i, a in zip(sel.nums, parts, strict=True)])
+    name_out = _entry_namer([("output", y)])
+
+    def run(
+        make: Callable[[Callable[[jax.Array], jax.Array]], Callable[[jax.Array], jax.Array]],
+        u: jax.Array | None,
+        second: bool,
+    ) -> tuple[dict[str, np.ndarray], bool]:
+        """Measures the function make(f on the flat inputs), compiled as one program."""
+        info: dict[str, Any] = {}
+
+        def measure(like: Any) -> dict[str, jax.Array]:
+            flat = flatten(f, sel, like)
+            fn = make(lambda w: realify(flat.g(w))[0])
+            return _measure(fn, flat.x, directions, u, second, info)
+
+        arrays = jax.jit(measure)(sel.like)
+        return {k: np.asarray(a, dtype=np.float64) for k, a in arrays.items()}, info["forward"]
+
+    u = jnp.asarray(rng.standard_normal((num_directions, m)), y_flat.dtype)
+    arrays, forward = run(lambda gf: gf, u, False)
+    report = _report(
+        arrays,
+        v,
+        atol,
+        rtol,
+        eps,
+        "J v (JVP)" if forward else "J v (VJP)",
+        name_out,
+        lambda i, j: f"d {name_out(i)} / d {name_in(j)}",
+    )
+    checked = "first"
+    if report.ok and report.consistent and order == 2:
+        checked = "second"
+        # the reverse-mode gradient of f, or of a random scalar projection <u, f> of a vector f
+        u0 = jnp.asarray(rng.standard_normal(m), y_flat.dtype)
+        fname = "f" if m == 1 else "<u, f>"
+
+        def gradient_of(gf: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+            return jax.grad(lambda w: jnp.vdot(u0, gf(w)) if m > 1 else gf(w)[0])
+
+        arrays, forward = run(gradient_of, None, True)
+        report = _report(
+            arrays,
+            v,
+            atol,
+            rtol,
+            eps,
+            "H v (forward-over-reverse)" if forward else "H v (reverse-over-reverse)",
+            lambda j: f"d{fname}/d {name_in(j)}",
+            lambda i, j: f"d^2 {fname} / d {name_in(i)} d {name_in(j)}",
+        )
+    if not (report.ok and report.consistent):
+        problem = (
+            "autodiff and finite differences disagree"
+            if not report.ok
+            else "reverse mode (VJP) and forward mode (JVP) disagree"
+        )
+        header = (
+            f"mlgrad.check_grad: {problem} on the {checked} derivatives of "
+            f"{getattr(f, '__name__', repr(f))} ({n} inputs, {m} outputs, "
+            f"{jnp.dtype(y_flat.dtype).name}; atol={report.atol:.3g}, rtol={rtol:g})."
+        )
+        raise GradientCheckError("\n".join([header, *report.lines]))
