@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 from mlgrad.runs import prepare, restore_latest, rundir
-from mlgrad.training.checkpoint import Checkpointer, DamagedCheckpointError
+from mlgrad.training.checkpoint import Checkpointer
 
 ROOT = Path(__file__).resolve().parents[1]
 LR = ROOT / "configs" / "linear_regression.yaml"
@@ -175,35 +177,41 @@ def test_optimizer_states_with_typed_keys_checkpoint_and_resume(cli):
         assert cli("train", LR, *args, "--resume", "train.steps=60").code == 0
 
 
+def _damage(step_dir: Path) -> None:
+    """Zeroes every data file of a checkpoint (its metadata and commit marker stay)."""
+    for f in step_dir.rglob("*"):
+        if f.is_file() and "METADATA" not in f.name and "commit" not in f.name:
+            f.write_bytes(b"\0" * max(f.stat().st_size, 1))
+
+
+def _mlgrad(*args: object, cwd: Path) -> subprocess.CompletedProcess:
+    """The real command in a fresh process: orbax's failed reads of a damaged checkpoint
+    finish on tensorstore's threads after the error, and must not reach this test process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "mlgrad", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(cli):
     assert cli("train", LR, "--out", "r", "train.keep_checkpoints=3", *SHORT).code == 0
-    newest = Path("r/checkpoints/40")
-    for f in newest.rglob("*"):  # damage every data file of the newest checkpoint
-        if (
-            f.is_file()
-            and f.stat().st_size > 0
-            and "METADATA" not in f.name
-            and "commit" not in f.name
-        ):
-            f.write_bytes(b"\0" * f.stat().st_size)
-    res = cli("eval", "r")
-    assert res.code == 0, res.err
-    warning = [line for line in res.err.splitlines() if "damaged" in line]
+    _damage(Path("r/checkpoints/40"))
+    res = _mlgrad("eval", "r", cwd=Path.cwd())
+    assert res.returncode == 0, res.stderr
+    warning = [line for line in res.stderr.splitlines() if "damaged" in line]
     assert len(warning) == 1 and "step 40" in warning[0] and "step 20" in warning[0]
-    assert len(warning[0]) < 400  # one line, not a tensorstore dump
-    assert "step 20 of 40" in res.out
-    res = cli(
-        "train",
-        LR,
-        "--out",
-        "r",
-        "--resume",
-        "train.keep_checkpoints=3",
-        *LONGER[:2],
-        "--no-plots",
+    assert "manifest.ocdbt cannot be read" in warning[0] and len(warning[0]) < 400
+    assert "step 20 of 40" in res.stdout
+    res = _mlgrad(
+        "train", LR, "--out", "r", "--resume", "train.keep_checkpoints=3", *LONGER, cwd=Path.cwd()
     )
-    assert res.code == 0, res.err
-    assert "resuming from the newest intact checkpoint (step 20)" in res.err
+    assert res.returncode == 0, res.stderr
+    assert "resuming from the newest intact checkpoint (step 20)" in res.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,21 +247,6 @@ def test_a_dangling_symlink_as_out_exits_2(cli):
     res = cli("train", LR, "--out", "link", *SHORT)
     res.assert_user_error()
     assert "symbolic link" in res.err and "nowhere/run" in res.err
-
-
-def test_damaged_checkpoint_error_names_the_step(tmp_path):
-    from mlgrad.training import TrainState
-
-    state = TrainState({"w": np.ones(4, np.float32)}, (), np.int32(3), np.uint32([1, 2]))
-    with Checkpointer(tmp_path / "c") as ckpt:
-        ckpt.save(state)
-    for f in (tmp_path / "c" / "3").rglob("*"):
-        if f.is_file() and "METADATA" not in f.name and "commit" not in f.name:
-            f.write_bytes(b"\0" * max(f.stat().st_size, 1))
-    with Checkpointer(tmp_path / "c") as ckpt, pytest.raises(DamagedCheckpointError) as info:
-        ckpt.restore(state)
-    assert info.value.step == 3 and "step 3" in str(info.value)
-    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("command", ["train", "sweep"])

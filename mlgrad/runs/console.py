@@ -20,6 +20,10 @@ class Console:
         if not self.quiet:
             print(text, file=sys.stderr, flush=True)
 
+    def warning(self, text: str) -> None:
+        """Prints a warning on stderr, even when quiet (something the user must know)."""
+        print(text, file=sys.stderr, flush=True)
+
     @property
     def progress(self) -> bool:
         """Whether to draw a progress bar (not quiet, and stderr is a terminal)."""

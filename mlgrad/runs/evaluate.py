@@ -59,7 +59,7 @@ def restore_latest(setup: Any, run_dir: Path, step: int | None = None, *, warn: 
         UsageError: no complete checkpoint (or none at ``step``), none intact, or one that does
             not fit the run's config.
     """
-    warn = warn or Console().info
+    warn = warn or Console().warning
     from mlgrad.training.checkpoint import Checkpointer, CheckpointError
 
     ckpt = Checkpointer(Path(run_dir) / "checkpoints")

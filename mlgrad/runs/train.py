@@ -352,7 +352,7 @@ class _Training:
             if ckpt.latest_step() is not None:
                 state, skipped = ckpt.restore_newest_intact(state0)
                 for damaged in skipped:
-                    self.console.info(
+                    self.console.warning(
                         f"warning: {damaged}; resuming from the newest intact checkpoint "
                         f"(step {int(state.step)})"
                     )

@@ -393,12 +393,14 @@ class Checkpointer:
                 MISMATCH.format(step=step, directory=self.directory, lines="\n".join(lines))
             )
         with _quiet_async_failures():
+            damaged = None
             try:
                 state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
             except Exception as e:  # the arrays cannot be read back
-                error = DamagedCheckpointError(step, self.directory / str(step), _one_line(e))
-                _settle_failed_reads()
-                raise error from e
+                damaged = DamagedCheckpointError(step, self.directory / str(step), _one_line(e))
+            if damaged is not None:  # raised outside the except: no traceback keeps orbax's
+                _settle_failed_reads()  # failed reads alive, so they are collected here, quietly
+                raise damaged
         return _with_typed_keys(state, like)
 
     def restore_newest_intact(
