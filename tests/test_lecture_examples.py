@@ -806,6 +806,7 @@ def load_examples():
     return module
 
 
+@pytest.mark.slow  # a fresh interpreter; run with -m slow
 def test_example_script_prints_every_section_and_only_documented_errata():
     examples = load_examples()
     stdout = io.StringIO()

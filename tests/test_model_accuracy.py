@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 
@@ -99,6 +100,7 @@ def test_linear_autoencoder_reaches_the_pca_reconstruction_error():
     assert pca * (1 - 1e-4) <= error <= pca * 1.02  # PCA is the optimum of a linear autoencoder
 
 
+@pytest.mark.slow  # long for CI; run with -m slow
 def test_autoencoder_beats_pca_on_validation_digits():
     _, data, model, result = train("autoencoder.yaml")
     pca = _pca_error(np.asarray(data.x_train, np.float64), np.asarray(data.x_val, np.float64))

@@ -84,6 +84,7 @@ def single(tmp_path_factory) -> Path:
 # fit on 4 devices equals fit on 1
 
 
+@pytest.mark.slow  # 20 s of the CI budget; test_cli_on_four_devices guards data parallelism there
 def test_fit_and_sweep_on_four_devices_equal_one_device():
     proc = subprocess.run(
         [sys.executable, str(WORKER)],

@@ -119,6 +119,7 @@ def each_run_equals_fit_alone(optimizer_fn, kwargs, batch_size):
         assert rel_err(result.final_losses[i], loss(params, data)) <= 1e-6
 
 
+@pytest.mark.slow  # long for CI; run with -m slow
 def test_only_the_learning_rate_is_injected():
     """The other optimizer arguments stay constants, as in ``optimizer_fn(...)``: an integer
     one (lbfgs's memory size, a Python int it loops over) works, and the state holds only the
@@ -151,6 +152,7 @@ def test_only_the_learning_rate_is_injected():
             np.testing.assert_allclose(np.asarray(result.params["w"])[i], alone.params["w"])
 
 
+@pytest.mark.slow  # long for CI; run with -m slow
 def test_repeated_seeds_are_legal_and_give_identical_runs():
     """The epoch orders are drawn per listed seed and shared by that seed's learning rates; a
     seed listed twice repeats its runs (bit for bit), each equal to fit alone."""
@@ -215,6 +217,7 @@ def test_one_compiled_program_per_shape():
     assert (len(traces), sweep_module.compilations - before) == (2, 2)
 
 
+@pytest.mark.slow  # long for CI; run with -m slow
 def test_diverging_learning_rate_is_reported_and_does_not_poison_the_others():
     with jax.enable_x64(True):
         diverging_learning_rate_is_reported()

@@ -105,6 +105,7 @@ def test_multivariate_coefficients_are_derivative_tensors():
     )
 
 
+@pytest.mark.slow  # long for CI; run with -m slow
 def test_multivariate_polynomial_evaluation_matches_the_tensors():
     rng = np.random.default_rng(3)
     w = rng.normal(size=(2, 3))
