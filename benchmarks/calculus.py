@@ -1,8 +1,10 @@
 """Benchmark: mlgrad's calculus wrappers against raw JAX, finite differences against numdifftools.
 
-Run from the repository root (about a minute on 2 CPU cores; needs numdifftools)::
+Run from the repository root (about a minute on 2 CPU cores; numdifftools, if installed, is
+the reference in section 3)::
 
     python benchmarks/calculus.py            # --repeats N for more repeats, --quick for fewer
+    python benchmarks/calculus.py --accuracy # section 3 only
 
 It prints, measured side by side in one run:
 
@@ -15,7 +17,10 @@ It prints, measured side by side in one run:
    ``mlgrad.derivative(f, order=k)`` (Taylor mode, ``jet``, for k >= 3) against nested ``jvp``.
 3. The accuracy and the number of function evaluations of ``mlgrad.numerical.derivative``
    (central differences; Richardson extrapolation) against ``numdifftools.Derivative`` on a table
-   of smooth functions in float64, with closed-form derivatives as the reference.
+   of smooth functions in float64, with closed-form derivatives as the reference; then (3b) the
+   adversarial table: odd and even functions at exact multiples of the steps, large and tiny |x|,
+   oscillating, nearly flat and kinked functions, where each method's error estimate must bound
+   its true error (and stay sharp). ``--accuracy`` runs section 3 alone (a few seconds).
 
 Timings are the median of interleaved repeats of calibrated workloads of >= 1 ms of jitted calls
 (compilation excluded); ratios are paired per repeat (see ``benchmarks/_timing.py``).
@@ -466,6 +471,526 @@ def bench_finite_differences() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# 3b. The adversarial accuracy table: where finite differences go wrong, and whether they say so
+# --------------------------------------------------------------------------------------------
+
+
+class Case(NamedTuple):
+    """A first derivative f'(x) that is hard for finite differences, with its closed form.
+
+    `scale` is the length of f's finest feature near x: the distance to a kink, a jump or the
+    domain's edge, 1/w for sin(w x), |x| for a power of x. A case is within reach of a method
+    when every feature is at least 10x the smallest step it tries.
+    """
+
+    group: str
+    name: str
+    jax_f: Callable[[jax.Array], jax.Array]
+    np_f: Callable[[np.ndarray], np.ndarray]
+    exact: Callable[[float], float]
+    x: float
+    scale: float
+
+
+def _cases(group: str, name: str, jax_f, np_f, exact, xs, scale) -> list[Case]:
+    return [
+        Case(group, f"{name} at {x:.6g}", jax_f, np_f, exact, float(x), float(scale(x))) for x in xs
+    ]
+
+
+def _const(value: float) -> Callable[[float], float]:
+    return lambda x: value
+
+
+def _distance(to: float) -> Callable[[float], float]:
+    return lambda x: abs(x - to)
+
+
+def _to_integer(x: float) -> float:
+    return min(x % 1.0, 1.0 - x % 1.0)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    return erf(x)
+
+
+ODD_EVEN, LARGE, TINY, OSCILLATING, FLAT, KINK = (
+    "odd/even, x a multiple of h",
+    "large |x|",
+    "tiny |x|",
+    "oscillating",
+    "nearly flat",
+    "near a kink",
+)
+ADVERSARIAL = [
+    # odd and even functions at points that are exact multiples of the steps (h0 = 1)
+    *_cases(ODD_EVEN, "sin", jnp.sin, np.sin, np.cos, [0.5, 0.25, 2**-5, 1, 2, -0.5], _const(1)),
+    *_cases(ODD_EVEN, "cos", jnp.cos, np.cos, lambda x: -np.sin(x), [0, 0.5, 0.25, 1], _const(1)),
+    *_cases(
+        ODD_EVEN, "x^3", lambda x: x**3, lambda x: x**3, lambda x: 3 * x**2, [0.5, 0.25, -1], abs
+    ),
+    *_cases(
+        ODD_EVEN,
+        "x|x|",
+        lambda x: x * jnp.abs(x),
+        lambda x: x * np.abs(x),
+        lambda x: 2 * abs(x),
+        [0.5, 0.25, 2],
+        abs,
+    ),
+    *_cases(
+        ODD_EVEN, "tanh", jnp.tanh, np.tanh, lambda x: 1 / np.cosh(x) ** 2, [0.5, 0.125], _const(1)
+    ),
+    *_cases(
+        ODD_EVEN,
+        "mod(x, 1)",
+        lambda x: jnp.mod(x, 1.0),
+        lambda x: np.mod(x, 1.0),
+        _const(1.0),
+        [0.5, 0.25, 0.75, 2.5, 0.125, 100.5],
+        _to_integer,
+    ),
+    *_cases(ODD_EVEN, "|x|", jnp.abs, np.abs, np.sign, [0.5, -0.25, 2**-10, 64], abs),
+    # large |x|: steps must follow f's own scale, not only x's
+    *_cases(LARGE, "sin", jnp.sin, np.sin, np.cos, [1e3, 1e4, 1e5, 1e6], _const(1)),
+    *_cases(LARGE, "cos", jnp.cos, np.cos, lambda x: -np.sin(x), [12345.5], _const(1)),
+    *_cases(LARGE, "x^2", lambda x: x * x, lambda x: x * x, lambda x: 2 * x, [1e6], abs),
+    *_cases(LARGE, "log", jnp.log, np.log, lambda x: 1 / x, [1e4, 1e6], abs),
+    *_cases(LARGE, "sqrt", jnp.sqrt, np.sqrt, lambda x: 0.5 / np.sqrt(x), [1e8], abs),
+    *_cases(
+        LARGE,
+        "exp(x/2^20)",
+        lambda x: jnp.exp(x * 2.0**-20),
+        lambda x: np.exp(x * 2.0**-20),
+        lambda x: 2.0**-20 * np.exp(x * 2.0**-20),
+        [2.0**20],
+        abs,
+    ),
+    *_cases(
+        LARGE,
+        "x sin x",
+        lambda x: x * jnp.sin(x),
+        lambda x: x * np.sin(x),
+        lambda x: np.sin(x) + x * np.cos(x),
+        [1e4],
+        _const(1),
+    ),
+    *_cases(
+        LARGE,
+        "x cos x",
+        lambda x: x * jnp.cos(x),
+        lambda x: x * np.cos(x),
+        lambda x: np.cos(x) - x * np.sin(x),
+        [1e6, 123456],
+        _const(1),
+    ),
+    *_cases(
+        LARGE,
+        "sin(3x)",
+        lambda x: jnp.sin(3 * x),
+        lambda x: np.sin(3 * x),
+        lambda x: 3 * np.cos(3 * x),
+        [1e5],
+        _const(1 / 3),
+    ),
+    *_cases(LARGE, "exp", jnp.exp, np.exp, np.exp, [30, 500], _const(1)),
+    *_cases(LARGE, "1/x", lambda x: 1 / x, lambda x: 1 / x, lambda x: -1 / x**2, [1e5], abs),
+    *_cases(LARGE, "atan", jnp.arctan, np.arctan, lambda x: 1 / (1 + x * x), [1e5], abs),
+    # tiny |x|: features at x's own scale, some with a domain edge or a pole at 0
+    *_cases(TINY, "sin", jnp.sin, np.sin, np.cos, [1e-6], _const(1)),
+    *_cases(TINY, "x^3", lambda x: x**3, lambda x: x**3, lambda x: 3 * x**2, [1e-5], abs),
+    *_cases(TINY, "sqrt", jnp.sqrt, np.sqrt, lambda x: 0.5 / np.sqrt(x), [1e-6, 1e-7], abs),
+    *_cases(TINY, "log", jnp.log, np.log, lambda x: 1 / x, [1e-5], abs),
+    *_cases(TINY, "1/x", lambda x: 1 / x, lambda x: 1 / x, lambda x: -1 / x**2, [1e-4], abs),
+    *_cases(TINY, "cbrt", jnp.cbrt, np.cbrt, lambda x: np.cbrt(x) / (3 * x), [1e-6], abs),
+    *_cases(
+        TINY,
+        "tanh(1e6 x)",
+        lambda x: jnp.tanh(1e6 * x),
+        lambda x: np.tanh(1e6 * x),
+        lambda x: 1e6 / np.cosh(1e6 * x) ** 2,
+        [1e-7],
+        _const(1e-6),
+    ),
+    # oscillating
+    *[
+        case
+        for w, x in ((50, 0.3), (1000, 1.0), (1e5, 0.71875))
+        for case in _cases(
+            OSCILLATING,
+            f"sin({w:g} x)",
+            lambda x, w=w: jnp.sin(w * x),
+            lambda x, w=w: np.sin(w * x),
+            lambda x, w=w: w * np.cos(w * x),
+            [x],
+            _const(1 / w),
+        )
+    ],
+    *_cases(
+        OSCILLATING,
+        "cos(x^2)",
+        lambda x: jnp.cos(x * x),
+        lambda x: np.cos(x * x),
+        lambda x: -2 * x * np.sin(x * x),
+        [30],
+        lambda x: 1 / (2 * x),
+    ),
+    *_cases(
+        OSCILLATING,
+        "x sin(1/x)",
+        lambda x: x * jnp.sin(1 / x),
+        lambda x: x * np.sin(1 / x),
+        lambda x: np.sin(1 / x) - np.cos(1 / x) / x,
+        [0.1],
+        lambda x: x * x,
+    ),
+    # nearly flat: the derivative is tiny next to f itself
+    *_cases(
+        FLAT,
+        "1 + 1e-10 x",
+        lambda x: 1 + 1e-10 * x,
+        lambda x: 1 + 1e-10 * x,
+        _const(1e-10),
+        [0.5],
+        _const(np.inf),
+    ),
+    *_cases(
+        FLAT,
+        "exp(-x^2)",
+        lambda x: jnp.exp(-x * x),
+        lambda x: np.exp(-x * x),
+        lambda x: -2 * x * np.exp(-x * x),
+        [6],
+        lambda x: 1 / (2 * x),
+    ),
+    *_cases(FLAT, "x^4", lambda x: x**4, lambda x: x**4, lambda x: 4 * x**3, [1e-3], abs),
+    *_cases(
+        FLAT,
+        "1e8 + sin",
+        lambda x: 1e8 + jnp.sin(x),
+        lambda x: 1e8 + np.sin(x),
+        np.cos,
+        [0.5],
+        _const(1),
+    ),
+    *_cases(
+        FLAT,
+        "(x-1)^3",
+        lambda x: (x - 1) ** 3,
+        lambda x: (x - 1) ** 3,
+        lambda x: 3 * (x - 1) ** 2,
+        [1 + 2.0**-20],
+        _distance(1.0),
+    ),
+    *_cases(
+        FLAT,
+        "erf",
+        jax.scipy.special.erf,
+        _erf,
+        lambda x: 2 / np.sqrt(np.pi) * np.exp(-x * x),
+        [5],
+        _const(0.1),
+    ),
+    # kinked functions near their kink
+    *_cases(
+        KINK,
+        "|x - 0.3|",
+        lambda x: jnp.abs(x - 0.3),
+        lambda x: np.abs(x - 0.3),
+        lambda x: np.sign(x - 0.3),
+        [0.3 + 1e-2, 0.3 + 1e-4, 0.3 + 1e-6, 0.3 - 1e-5],
+        _distance(0.3),
+    ),
+    *_cases(
+        KINK,
+        "relu",
+        jax.nn.relu,
+        lambda x: np.maximum(x, 0.0),
+        lambda x: float(x > 0),
+        [1e-3, 1e-6, -1e-5],
+        abs,
+    ),
+    *_cases(
+        KINK,
+        "clip(x, -1, 1)",
+        lambda x: jnp.clip(x, -1, 1),
+        lambda x: np.clip(x, -1, 1),
+        lambda x: float(abs(x) < 1),
+        [1 - 2.0**-10, 1 + 1e-6],
+        _distance(1.0),
+    ),
+    *_cases(
+        KINK,
+        "jump at 0.5",
+        lambda x: jnp.where(x > 0.5, x * x, x),
+        lambda x: np.where(x > 0.5, x * x, x),
+        lambda x: 2 * x if x > 0.5 else 1.0,
+        [0.5 + 1e-4, 0.5 - 1e-4],
+        _distance(0.5),
+    ),
+    *_cases(
+        KINK,
+        "|sin x|",
+        lambda x: jnp.abs(jnp.sin(x)),
+        lambda x: np.abs(np.sin(x)),
+        lambda x: np.sign(np.sin(x)) * np.cos(x),
+        [np.pi - 1e-3, np.pi + 1e-5],
+        _distance(np.pi),
+    ),
+    *_cases(
+        KINK,
+        "huber",
+        lambda x: jnp.where(jnp.abs(x) < 1, 0.5 * x * x, jnp.abs(x) - 0.5),
+        lambda x: np.where(np.abs(x) < 1, 0.5 * x * x, np.abs(x) - 0.5),
+        lambda x: x if abs(x) < 1 else np.sign(x),
+        [1 + 1e-5, 1 - 1e-3],
+        _distance(1.0),
+    ),
+    *_cases(
+        KINK,
+        "softplus(1e4 x)/1e4",
+        lambda x: jax.nn.softplus(1e4 * x) / 1e4,
+        lambda x: np.logaddexp(0.0, 1e4 * x) / 1e4,
+        lambda x: 1 / (1 + np.exp(-1e4 * x)),
+        [1e-3],
+        _const(1e-4),
+    ),
+]
+# Features finer than the smallest step: beyond any finite-difference method (documented in
+# mlgrad.numerical.derivative), shown for information only.
+BEYOND_REACH = [
+    *_cases(
+        "beyond reach",
+        "sin(1e9 x)",
+        lambda x: jnp.sin(1e9 * x),
+        lambda x: np.sin(1e9 * x),
+        lambda x: 1e9 * np.cos(1e9 * x),
+        [1.0],
+        _const(1e-9),
+    ),
+    *_cases(
+        "beyond reach",
+        "|x - 0.3|",
+        lambda x: jnp.abs(x - 0.3),
+        lambda x: np.abs(x - 0.3),
+        lambda x: np.sign(x - 0.3),
+        [0.3 + 1e-9],
+        _distance(0.3),
+    ),
+    *_cases("beyond reach", "sin", jnp.sin, np.sin, np.cos, [1e17], _const(1)),
+]
+SHARPNESS = 100.0  # a sharp estimate is at most this many times the error, plus the floor
+FLOOR_STEPS = 100.0  # the rounding floor: rounding in a difference at the step scale / this
+
+
+class Outcome(NamedTuple):
+    """One case under one method: its value, error estimate, and how they compare."""
+
+    case: Case
+    value: float
+    estimate: float
+    exact: float
+    error: float  # |value - exact|
+    floor: float  # the rounding floor
+
+    @property
+    def bounded(self) -> bool:
+        """The estimate bounds the true error, or says NaN (no answer)."""
+        return bool(np.isnan(self.estimate) or self.estimate >= self.error)
+
+    @property
+    def sharp(self) -> bool:
+        """At most SHARPNESS x the true error plus the rounding floor (a NaN is not sharp)."""
+        return bool(self.estimate <= SHARPNESS * self.error + self.floor)
+
+    @property
+    def relative_error(self) -> float:
+        """|error| / |f'(x)|, or the absolute error where f'(x) = 0."""
+        return self.error / abs(self.exact) if self.exact != 0 else self.error
+
+
+def rounding_floor(case: Case, fx: float, exact: float) -> float:
+    """FLOOR_STEPS eps (|f(x)| + |x| |f'(x)|) / l: the rounding of f's value and of its
+    argument, divided by a step FLOOR_STEPS times below the feature length l (capped at
+    max(1, |x|)) -- the accuracy any finite difference that resolves f can certify."""
+    eps = float(np.finfo(np.float64).eps)
+    length = min(case.scale, max(1.0, abs(case.x)))
+    return FLOOR_STEPS * eps * (abs(fx) + abs(case.x) * abs(exact)) / length
+
+
+def _outcome(case: Case, value: float, estimate: float, fx: float) -> Outcome:
+    exact = float(case.exact(np.float64(case.x)))
+    error = abs(value - exact) if np.isfinite(value) else float("nan")
+    return Outcome(case, value, estimate, exact, error, rounding_floor(case, fx, exact))
+
+
+def _switch(cases: list[Case]) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    branches = [c.jax_f for c in cases]
+    return lambda k, t: jax.lax.switch(k, branches, t)
+
+
+def mlgrad_outcomes(
+    cases: list[Case], methods: tuple[str, ...] = ("central", "forward", "backward")
+) -> dict[str, list[Outcome]]:
+    """mlgrad.numerical.derivative on every case by every method (float64), as one compiled,
+    vmapped program; {method: outcomes}."""
+    from mlgrad import numerical
+
+    f = _switch(cases)
+
+    def one(k: jax.Array, x: jax.Array) -> tuple:
+        return [
+            numerical.derivative(lambda t: f(k, t), method=m, return_error=True)(x) for m in methods
+        ], f(k, x)
+
+    with jax.enable_x64(True):
+        k = jnp.arange(len(cases))
+        xs = jnp.asarray([c.x for c in cases], jnp.float64)
+        results, fxs = jax.jit(jax.vmap(one))(k, xs)
+    return {
+        m: [
+            _outcome(c, float(v), float(e), float(fx))
+            for c, v, e, fx in zip(
+                cases, np.asarray(v_), np.asarray(e_), np.asarray(fxs), strict=True
+            )
+        ]
+        for m, (v_, e_) in zip(methods, results, strict=True)
+    }
+
+
+def numdifftools_outcomes(
+    cases: list[Case], methods: tuple[str, ...] = ("central", "forward", "backward")
+) -> dict[str, list[Outcome]]:
+    """numdifftools.Derivative (its defaults) on every case, value and error_estimate."""
+    import warnings
+
+    import numdifftools as nd
+
+    out: dict[str, list[Outcome]] = {m: [] for m in methods}
+    for method in methods:
+        for case in cases:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                result = nd.Derivative(case.np_f, method=method, full_output=True)(case.x)
+                fx = float(case.np_f(np.float64(case.x)))
+            value, estimate = float(result.estimate), float(result.error_estimate)
+            out[method].append(_outcome(case, value, estimate, fx))
+    return out
+
+
+def mlgrad_smallest_steps(cases: list[Case], method: str = "central") -> np.ndarray:
+    """The smallest step mlgrad tries at each case's x, measured by recording f's arguments."""
+    from mlgrad import numerical
+
+    points: list[np.ndarray] = []
+
+    def record(t: np.ndarray) -> np.ndarray:
+        points.append(np.array(t, dtype=np.float64))
+        return np.zeros_like(t)
+
+    def f(t: jax.Array) -> jax.Array:
+        shape = jax.ShapeDtypeStruct(jnp.shape(t), jnp.result_type(t))
+        return jax.pure_callback(record, shape, t, vmap_method="broadcast_all")
+
+    xs = np.array([c.x for c in cases])
+    with jax.enable_x64(True):  # all points in one call: f is evaluated at x + t, (P, cases)
+        jax.block_until_ready(numerical.derivative(f, method=method)(xs))
+    offsets = np.abs(np.concatenate([p.ravel() for p in points]).reshape(-1, xs.size) - xs)
+    return np.where(offsets > 0, offsets, np.inf).min(axis=0)
+
+
+def within_reach(cases: list[Case], method: str = "central") -> list[Case]:
+    """The cases whose every feature is at least 10x mlgrad's smallest step."""
+    steps = mlgrad_smallest_steps(cases, method)
+    return [c for c, h in zip(cases, steps, strict=True) if c.scale >= 10 * h]
+
+
+class Summary(NamedTuple):
+    cases: int
+    median_error: float  # relative (absolute where f'(x) = 0)
+    worst_error: float
+    bounded: float  # share of cases whose estimate bounds the error (or is NaN)
+    sharp: float  # share of cases whose estimate is sharp
+    nan: int
+
+
+def summarize(outcomes: list[Outcome]) -> Summary:
+    errors = np.array([o.relative_error for o in outcomes])
+    return Summary(
+        len(outcomes),
+        float(np.nanmedian(errors)),
+        float(np.nanmax(errors)),
+        float(np.mean([o.bounded for o in outcomes])),
+        float(np.mean([o.sharp for o in outcomes])),
+        int(sum(np.isnan(o.value) or np.isnan(o.estimate) for o in outcomes)),
+    )
+
+
+def bench_adversarial() -> None:
+    methods = ("central", "forward", "backward")
+    reach = {m: within_reach(ADVERSARIAL, m) for m in methods}
+    contenders: list[tuple[str, Callable[..., dict[str, list[Outcome]]]]] = [
+        ("mlgrad", mlgrad_outcomes)
+    ]
+    try:
+        import numdifftools as nd
+
+        contenders.append((f"numdifftools {nd.__version__}", numdifftools_outcomes))
+    except ImportError:
+        print("(numdifftools is not installed: pip install -e '.[bench]' adds it as a reference)")
+    rows, failures = [], []
+    for name, run in contenders:
+        for method in methods:
+            outcomes = run(reach[method], (method,))[method]
+            s = summarize(outcomes)
+            rows.append(
+                [
+                    f"{name} {method}",
+                    str(s.cases),
+                    f"{s.median_error:.1e}",
+                    f"{s.worst_error:.1e}",
+                    f"{100 * s.bounded:.1f}%",
+                    f"{100 * s.sharp:.1f}%",
+                    str(s.nan),
+                ]
+            )
+            failures += [(name, method, o) for o in outcomes if not o.bounded]
+    headers = ["method (float64)", "cases", "median err", "worst err", "est >= err", "sharp", "NaN"]
+    title = (
+        f"3b. The adversarial table: {len(ADVERSARIAL)} hard first derivatives "
+        f"({', '.join(sorted({c.group for c in ADVERSARIAL}))})\n"
+        "    within reach (every feature >= 10x mlgrad's smallest step); targets for mlgrad: "
+        "est >= err 100%, sharp >= 90%"
+    )
+    print(format_table(headers, rows, title))
+    print(
+        "err: relative to |f'(x)| (absolute where f'(x) = 0). est >= err: the error estimate "
+        "bounds the true error\n(or is NaN). sharp: est <= "
+        f"{SHARPNESS:g} x err + the rounding floor {FLOOR_STEPS:g} eps (|f(x)| + |x| |f'(x)|) / l,"
+        " l the\nlength of f's finest feature near x (capped at max(1, |x|)): what a difference "
+        f"at a step l/{FLOOR_STEPS:g} can\ncertify. numdifftools runs on mlgrad's reachable cases"
+        " (its own steps differ)."
+    )
+    shown = failures[:12]
+    for name, method, o in shown:
+        print(
+            f"  estimate below the error: {name} {method}, {o.case.name}: value {o.value:.10g}, "
+            f"f'(x) = {o.exact:.10g}, error {o.error:.2g}, estimate {o.estimate:.2g}"
+        )
+    if len(failures) > len(shown):
+        print(f"  ... and {len(failures) - len(shown)} more")
+    beyond = mlgrad_outcomes(BEYOND_REACH, ("central",))["central"]
+    print("beyond reach (features finer than the smallest step; documented, not counted):")
+    for o in beyond:
+        print(
+            f"  {o.case.name}: mlgrad {o.value:.6g} (estimate {o.estimate:.2g}), "
+            f"f'(x) = {o.exact:.6g}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -480,6 +1005,9 @@ def main(argv: list[str] | None = None) -> None:
         help="scale the per-comparison time budgets (more repeats for cheap contenders)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer repeats, orders 1-4 only")
+    parser.add_argument(
+        "--accuracy", action="store_true", help="only the finite-difference accuracy (section 3)"
+    )
     args = parser.parse_args(argv)
     repeats = 8 if args.quick else args.repeats
     start = time.perf_counter()
@@ -489,6 +1017,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"mlgrad {mlgrad.__version__}; at least {repeats} interleaved repeats per timing")
     print(HOW_TO_READ)
     print()
+    if args.accuracy:
+        bench_finite_differences()
+        print()
+        bench_adversarial()
+        print(f"total run time {time.perf_counter() - start:.0f} s")
+        return
 
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     functions = {
@@ -508,6 +1042,8 @@ def main(argv: list[str] | None = None) -> None:
     groups += bench_derivative_orders(repeats, range(1, 5 if args.quick else 7), scale)
     print()
     bench_finite_differences()
+    print()
+    bench_adversarial()
     print()
     shortest = shortest_workload(groups)
     print(

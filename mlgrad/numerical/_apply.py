@@ -1,23 +1,26 @@
 """Applying difference schemes to a function in JAX: steps, samples, the estimate and the choice.
 
-A scheme (:mod:`mlgrad.numerical._schemes`) is a tableau of linear functionals of the samples
-F_p = f(x + c_p h0). Here those functionals meet actual samples: one matrix product gives
-every tableau entry T[k, j], another its rounding error, and each entry gets an error
-estimate from the evidence around it in the tableau; the entry with the smallest estimate
-is returned, chosen with ``jnp.argmin`` so that everything stays jit- and vmap-compatible.
+A scheme (:mod:`mlgrad.numerical._schemes`) says where f is sampled and how the samples make
+the differences D(h_j). Here the samples are taken, the differences extrapolated in a
+Richardson (Neville) tableau T[k, j], every entry given an error estimate from the evidence
+around it, and the entry with the smallest estimate returned, chosen with ``jnp.argmin`` so
+that everything stays jit- and vmap-compatible.
 
-The error estimate of T[k, j] is the largest of
+The error estimate of an entry is built so that it cannot be zero by accident:
 
-* its correction |T[k, j] - T[k-1, j]| (the classic Richardson estimate),
-* its change from the previous step at the same level, |T[k, j] - T[k, j-1]|,
-* its disagreement with every entry at a smaller step and the same level, less that entry's
-  rounding error: max over j' > j of |T[k, j] - T[k, j']| - rounding(T[k, j']),
+* its near disagreement: the larger of its differences from its two nearest descendants,
+  T[k, j+1] (the next, smaller step) and T[k+1, j+1] (one more error term eliminated). One
+  difference can be zero by accident (for an odd function at x = h0/2, D(h0) equals D(h0/2)
+  exactly); two independent ones hardly ever are.
+* its far disagreement: the largest amount by which it differs from any descendant (an entry
+  of at least its level built from steps no larger than its own) beyond what that
+  descendant's own uncertainty explains. The smaller steps are the arbiter of the larger
+  ones: a feature of f that a large step jumps over (a kink, a period) is resolved by every
+  step shorter than it, and an entry that disagrees with them is charged with the difference.
+* its rounding error: eps (|f| + |x| |f'|) per sample (f's value rounded, and its argument, as
+  any f computed in floating point rounds it internally), carried through the tableau.
 
-plus its own rounding error (eps times the same functional applied to |F|). One difference
-can be zero by accident (for an odd function at x = h0/2, D(h0) equals D(h0/2) exactly), so
-no single one is trusted; and the smaller steps are the arbiter of the larger ones, since a
-feature of f that a large step jumps over (a kink, a period) is resolved by every step
-shorter than it: an entry that disagrees with them is charged with the disagreement.
+The estimate is twice the larger disagreement plus the rounding error.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ from mlgrad.numerical._schemes import (
 # (order, method, richardson, return_error, spacing): everything that picks a scheme
 Key = tuple[int, str, bool, bool, str]
 
+TRUNCATION_SAFETY = 2.0  # the estimate is twice the disagreement it sees
+NOISE_SAFETY = 2.0  # and twice the rounding bound eps (|f| + |x| |f'|) per sample
+NOISE_CAP = 100.0  # a reference's spread counts as noise up to this many times its rounding
+
 
 def eps_of(dtype: Any) -> float:
     return float(jnp.finfo(dtype).eps)
@@ -56,9 +63,10 @@ def spacing_of(dtype: Any, order: int) -> str:
     """The step sequence: "wide" for first derivatives in float64, else "fine" (ratio 2).
 
     The wide sequence spans eight decades below max(1, |x|), so some step matches the scale
-    of f's own features wherever it lies; the fine one spans four at ratio 2, the spacing
-    that higher-order stencils (whose rounding grows as h^-n) and lower precision (whose
-    rounding makes steps below ~1e-4 |x| useless) need.
+    of f's own features wherever they lie, down to about sqrt(eps) max(1, |x|). The fine one
+    spans four decades at ratio 2, the spacing that higher-order stencils (whose rounding
+    grows as h^-n) and lower precision (whose rounding makes steps below ~1e-4 |x| useless)
+    need.
     """
     return "wide" if eps_of(dtype) <= 1e-15 and order == 1 else "fine"
 
@@ -67,8 +75,10 @@ def make_key(order: int, method: str, richardson: bool, return_error: bool, dtyp
     return (order, method, bool(richardson), bool(return_error), spacing_of(dtype, order))
 
 
-def scheme_of(key: Key) -> Scheme:
+def scheme_of(key: Key, hessian: bool = False) -> Scheme:
     order, method, richardson, return_error, spacing = key
+    if hessian:
+        return hessian_scheme(spacing, richardson, return_error)
     if richardson:
         return derivative_scheme(order, method, spacing)
     return plain_scheme(order, method, return_error)
@@ -87,10 +97,10 @@ def pow2(x: jax.Array) -> jax.Array:
 def first_step(x: jax.Array, key: Key, step: Any) -> jax.Array:
     """The largest step h0 of the scheme, per entry of x (a real array).
 
-    With extrapolation the sequence starts at max(1, |x|) (rounded to a power of two) and
-    shrinks by the step ratio. Without, the default step balances truncation (h^p) against
-    rounding (eps / h^order): h = eps^(1/(order + p)) * max(1, |x|), rounded to a power of
-    two, i.e. cbrt(eps) for a first central difference and sqrt(eps) for a forward one.
+    With extrapolation the sequence starts at max(1, |x|) (rounded to a power of two). Without,
+    the default step balances truncation (h^p) against rounding (eps / h^order):
+    h = eps^(1/(order + p)) * max(1, |x|), rounded to a power of two, i.e. cbrt(eps) for a
+    first central difference and sqrt(eps) for a forward one.
     """
     order, method, richardson, _, _ = key
     if step is not None:
@@ -105,8 +115,13 @@ def first_step(x: jax.Array, key: Key, step: Any) -> jax.Array:
     return h / float(scheme_of(key).steps[-1])
 
 
+def offsets(scheme: Scheme, h0: jax.Array) -> jax.Array:
+    """The sample offsets t_p (P, *L) of the scheme for largest steps h0 (shape L)."""
+    return jnp.asarray(scheme.offsets, h0.dtype).reshape((-1,) + (1,) * h0.ndim) * h0
+
+
 # --------------------------------------------------------------------------------------------
-# The estimate and the choice
+# The tableau, the estimate and the choice
 # --------------------------------------------------------------------------------------------
 
 
@@ -116,106 +131,110 @@ def _apply(matrix: np.ndarray, values: jax.Array) -> jax.Array:
     return jnp.tensordot(m, values, axes=1, precision=jax.lax.Precision.HIGHEST)
 
 
-def _shift(a: jax.Array, dk: int, dj: int, fill: Any) -> jax.Array:
-    """b[k, j] = a[k + dk, j + dj] (fill outside a)."""
-    b = a[dk:, dj:]
-    pad = [(0, dk), (0, dj)] + [(0, 0)] * (a.ndim - 2)
-    return jnp.pad(b, pad, constant_values=fill)
+def _shift(a: jax.Array, axis: int, by: int, fill: Any) -> jax.Array:
+    """b[..., i, ...] = a[..., i + by, ...] along axis (0 or 1), `fill` outside a."""
+    size = a.shape[axis]
+    moved = jax.lax.slice_in_dim(a, max(by, 0), size + min(by, 0), axis=axis)
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (max(-by, 0), max(by, 0))
+    return jnp.pad(moved, pad, constant_values=fill)
 
 
-def _suffix_max(a: jax.Array) -> jax.Array:
-    """m[k, j] = max over j' >= j of a[k, j'] (along axis 1)."""
-    return jax.lax.cummax(a, axis=1, reverse=True)
+# The tableau is held skewed: S[k, m] = T[k, m + k] uses the steps h_m, ..., h_{m+k}. In
+# these coordinates the next step T[k, j+1] is S[k, m+1], one more error term eliminated at
+# the next step, T[k+1, j+1], is S[k+1, m], and the descendants of an entry (a level at least
+# as high, built from steps no larger) are the S[k', m'] with k' >= k and m' >= m: a
+# quadrant, whose maxima are two cumulative maxima.
 
 
-def _far_disagreement(value: jax.Array, noise: jax.Array, ok: jax.Array) -> jax.Array:
-    """max over the descendants c' of c = (k, j) of |T_c - T_c'| - noise(c'), real T.
+def _neville(
+    differences: jax.Array, sizes: jax.Array, steps: jax.Array, q: int, levels: int
+) -> tuple[jax.Array, jax.Array]:
+    """The skewed tableau S (K + 1, N, C) over D(h_m) (N, C), and bounds on |functionals| of it.
 
-    The descendants of T[k, j] are the entries T[k + d, j'] with d >= 0 and j' >= j + d (c
-    itself excluded): at least as high a level, built only from steps no larger than those
-    of T[k, j], hence at least as accurate wherever the steps resolve f.
+    S[k, m] = S[k-1, m+1] + (S[k-1, m+1] - S[k-1, m]) / ((h_m / h_{m+k})^q - 1), the value at
+    h = 0 of the polynomial in h^q through (h_m, D(h_m)), ..., (h_{m+k}, D(h_{m+k}))
+    (Neville-Aitken; for a constant ratio r the divisor is the classic r^(qk) - 1). `sizes`
+    (B, N, C), magnitudes sum_p |w_p| g_p of each difference's coefficients against some
+    g >= 0, are carried along by the triangle inequality: (K + 1, B, N, C). Zero past the end.
     """
-    neg = jnp.asarray(-jnp.inf, value.dtype)
-    upper = _suffix_max(jnp.where(ok, value - noise, neg))  # the highest credible value
-    lower = _suffix_max(jnp.where(ok, -value - noise, neg))  # minus the lowest
-    levels = value.shape[0]
-    best_upper = jnp.full_like(value, -jnp.inf)
-    best_lower = jnp.full_like(value, -jnp.inf)
-    for d in range(levels):
-        first = 1 if d == 0 else d  # j' >= j + 1 on c's own level, else j' >= j + d
-        best_upper = jnp.maximum(best_upper, _shift(upper, d, first, -jnp.inf))
-        best_lower = jnp.maximum(best_lower, _shift(lower, d, first, -jnp.inf))
-    return jnp.maximum(best_upper - value, value + best_lower)
+    rows, bounds = [differences], [sizes]
+    for k in range(1, levels + 1):
+        divisor = (steps[:-k] / steps[k:]) ** q - 1.0  # (N - k, C)
+        rows.append(_extrapolate(rows[-1], divisor, k))
+        bounds.append(_extrapolate(bounds[-1], divisor, k, absolute=True))
+    return jnp.stack(rows), jnp.stack(bounds)
 
 
-def _disagreement(value: jax.Array, noise: jax.Array, ok: jax.Array) -> jax.Array:
+def _extrapolate(a: jax.Array, divisor: jax.Array, k: int, absolute: bool = False) -> jax.Array:
+    """One Neville level over skewed rows a (..., N, C): a[m+1] + (a[m+1] - a[m]) / divisor[m]
+    (with + for a bound on absolute values), zero-padded to N."""
+    n = divisor.shape[0]
+    upper, lower = a[..., 1 : 1 + n, :], a[..., :n, :]
+    out = upper + ((upper + lower) if absolute else (upper - lower)) / divisor
+    return jnp.pad(out, [(0, 0)] * (a.ndim - 2) + [(0, k), (0, 0)])
+
+
+def _descendant_max(a: jax.Array) -> jax.Array:
+    """max of a[k', m'] over k' >= k, m' >= m, (k', m') != (k, m); -inf where none."""
+    quadrant = jax.lax.cummax(jax.lax.cummax(a, axis=0, reverse=True), axis=1, reverse=True)
+    return jnp.maximum(_shift(quadrant, 0, 1, -jnp.inf), _shift(quadrant, 1, 1, -jnp.inf))
+
+
+def _far_disagreement(value: jax.Array, credit: jax.Array) -> jax.Array:
+    """max over the descendants c' of c of |T_c - T_c'| - credit(c') (real T; credit inf
+    where c' is no reference)."""
+    above = _descendant_max(value - credit) - value  # how far a descendant lies above T_c
+    below = value + _descendant_max(-value - credit)  # how far one lies below
+    return jnp.maximum(above, below)
+
+
+def _disagreement(value: jax.Array, credit: jax.Array) -> jax.Array:
     if jnp.iscomplexobj(value):
-        re = _far_disagreement(value.real, noise, ok)
-        im = _far_disagreement(value.imag, noise, ok)
+        re = _far_disagreement(value.real, credit)
+        im = _far_disagreement(value.imag, credit)
         return jnp.hypot(jnp.maximum(re, 0.0), jnp.maximum(im, 0.0))
-    return _far_disagreement(value, noise, ok)
-
-
-TRUNCATION_SAFETY = 2.0  # the estimate is twice the disagreement it sees
-NOISE_CAP = 100.0  # a reference's spread counts as noise up to this many times its rounding
-NOISE_SAFETY = 2.0  # plus the rounding bound of the entry (eps |F| per sample)
+    return _far_disagreement(value, credit)
 
 
 def estimate(value: jax.Array, rounding: jax.Array, ok: jax.Array) -> jax.Array:
-    """The error estimate of every tableau entry (K + 1, N, C); inf for non-candidates.
+    """The error estimate of every (skewed) tableau entry (K + 1, N, C); inf for non-candidates.
 
     A candidate T[k, j] has its two nearest descendants, T[k, j+1] (the next step) and
     T[k+1, j+1] (one more error term eliminated); its near disagreement is the larger of its
     differences from them. Its far disagreement is the largest amount by which it differs from
     any descendant beyond that one's own uncertainty (its near disagreement, or for the
-    finest step its change from the previous one, plus its rounding error): a lower bound on
-    its error. The estimate is twice the larger of the two, plus the entry's rounding error.
+    finest step its correction or change from the previous step, as far as rounding can
+    explain it, plus its rounding error): a lower bound on its error. The estimate is twice
+    the larger of the two, plus the entry's rounding error.
     """
     nan = jnp.asarray(jnp.nan, rounding.dtype)
-    next_ok, up_ok = _shift(ok, 0, 1, False), _shift(ok, 1, 1, False)
-    prev_ok = jnp.pad(ok[:, :-1], [(0, 0), (1, 0), (0, 0)], constant_values=False)
-    next_diff = jnp.where(next_ok, jnp.abs(value - _shift(value, 0, 1, 0)), nan)
-    up_diff = jnp.where(up_ok, jnp.abs(value - _shift(value, 1, 1, 0)), nan)
-    prev = jnp.pad(value[:, :-1], [(0, 0), (1, 0), (0, 0)])
-    prev_diff = jnp.where(prev_ok, jnp.abs(value - prev), nan)
-    lower = jnp.pad(value[:-1], [(1, 0), (0, 0), (0, 0)])
-    lower_ok = jnp.pad(ok[:-1], [(1, 0), (0, 0), (0, 0)], constant_values=False)
-    correction = jnp.where(lower_ok, jnp.abs(value - lower), nan)
-    near = jnp.fmax(next_diff, up_diff)  # NaN only where neither exists
-    candidate = ok & next_ok & up_ok
-    spread = jnp.where(jnp.isnan(near), jnp.fmax(correction, prev_diff), near)
-    spread = jnp.minimum(spread, NOISE_CAP * rounding)
+
+    def diff(k: int, m: int) -> jax.Array:  # |S - S[k + dk, m + dm]|, NaN where that is absent
+        other_ok = _shift(_shift(ok, 0, k, False), 1, m, False)
+        other = _shift(_shift(value, 0, k, 0), 1, m, 0)
+        return jnp.where(other_ok, jnp.abs(value - other), nan)
+
+    next_diff, up_diff = diff(0, 1), diff(1, 0)
+    near = jnp.fmax(next_diff, up_diff)  # NaN only where neither exists (the finest step)
+    finest = jnp.fmax(diff(-1, 1), diff(0, -1))  # its correction, its change from h_{j-1}
+    spread = jnp.minimum(jnp.where(jnp.isnan(near), finest, near), NOISE_CAP * rounding)
     credit = jnp.where(ok & ~jnp.isnan(spread), spread + rounding, jnp.inf)
-    far = _disagreement(value, credit, ok & jnp.isfinite(credit))
+    far = _disagreement(value, credit)
     error = TRUNCATION_SAFETY * jnp.maximum(near, far) + rounding
-    return jnp.where(candidate & ~jnp.isnan(error), error, jnp.inf)
-
-
-def _neville(differences: jax.Array, divisors: np.ndarray) -> jax.Array:
-    """The Richardson tableau (K + 1, N, C) over the differences D(h_j) (N, C), by recursion.
-
-    T[k, j] = T[k-1, j] + (T[k-1, j] - T[k-1, j-1]) / ((h_{j-k} / h_j)^q - 1), zero where
-    j < k. The recursion (rather than the precomputed functionals, whose large coefficients
-    cancel) adds rounding errors of the size of T only.
-    """
-    rows = [differences]
-    for k in range(1, divisors.shape[0]):
-        prev = rows[-1]
-        div = jnp.asarray(divisors[k, 1:], prev.dtype).reshape((-1,) + (1,) * (prev.ndim - 1))
-        new = prev[1:] + (prev[1:] - prev[:-1]) / div
-        new = jnp.concatenate([jnp.zeros_like(prev[:1]), new], axis=0)
-        rows.append(jnp.where((jnp.arange(prev.shape[0]) >= k)[:, None], new, 0))
-    return jnp.stack(rows)
+    candidate = ok & ~jnp.isnan(next_diff) & ~jnp.isnan(up_diff) & ~jnp.isnan(error)
+    return jnp.where(candidate, error, jnp.inf)
 
 
 def tableau_estimates(
-    flat: jax.Array, scale: jax.Array, scheme: Scheme, magnitude: jax.Array | None = None
+    flat: jax.Array, steps: jax.Array, scheme: Scheme, magnitude: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """Every tableau entry T[k, j] (K + 1, N, C) of samples (P, C) and its error estimate.
+    """Every entry of the skewed tableau S[k, m] = T[k, m + k] (K + 1, N, C) of samples (P, C)
+    at steps (N, C), and its error estimate.
 
-    `scale` (C,) is h0^order per column. A non-finite sample (a step outside f's domain, an
-    overflow) spoils exactly the entries that use it: they get an infinite estimate. The
-    sample is zeroed so that it does not spoil the others through a zero coefficient.
+    A non-finite sample (a step outside f's domain, an overflow) spoils exactly the entries
+    that use it: they get an infinite estimate. The sample is zeroed so that it does not spoil
+    the others through a zero coefficient.
 
     A sample F_p = f(x_p) is taken to be off by eps (|F_p| + |x_p| |f'|), the standard model
     of a function computed in floating point: its value rounded, and its argument too, as f
@@ -224,47 +243,49 @@ def tableau_estimates(
     """
     eps = eps_of(flat.dtype)
     finite = jnp.isfinite(flat)
-    spoilt = _apply(scheme.table != 0, (~finite).astype(scale.dtype)) > 0
     flat = jnp.where(finite, flat, 0)
-    value = _neville(_apply(scheme.table[0], flat) / scale, scheme.divisors)
-    ok = jnp.asarray(scheme.valid)[..., None] & ~spoilt
-    table = scheme.table
-
-    def rounding(functionals: np.ndarray, slope: jax.Array) -> jax.Array:
-        """The rounding error of functionals of the samples (one per entry of `slope`)."""
-        error = _apply(np.abs(functionals), jnp.abs(flat))
-        if magnitude is not None and scheme.order == 1:
-            argument = _apply(np.abs(functionals), magnitude) * jnp.abs(slope)
-            error = error + argument
-        return NOISE_SAFETY * eps * error / jnp.abs(scale)
-
-    if table.shape[1] == 1:  # one plain difference: its rounding error only
-        return value, jnp.where(ok, rounding(table, value), jnp.inf)
-    if table.shape[0] == 1:  # plain differences at h and 2h: the classic two-step estimate
-        factor = float(scheme.steps[0] / scheme.steps[1]) ** scheme.leading_power - 1.0
-        change = jnp.abs(value[:, -1:] - value[:, :1]) / factor
-        error = change + rounding(table[:, -1:], value[:, -1:])
-        error = jnp.where(ok[:, :1] & ok[:, -1:], error, jnp.inf)
-        return value[:, -1:], error
-    return value, estimate(value, rounding(table, value), ok)
+    per_step = steps**scheme.order
+    argument = magnitude is not None and scheme.order == 1
+    # |F|, the non-finite samples and |x_p|, through the stencils' |weights| in one product
+    magnitudes = [jnp.abs(flat), (~finite).astype(steps.dtype)]
+    magnitudes += [magnitude] if argument else []
+    sizes = _apply(np.abs(scheme.weights), jnp.stack(magnitudes, axis=1))  # (N, B, C)
+    sizes = jnp.moveaxis(sizes, 1, 0) / per_step  # the spoilt count only needs its sign
+    differences = _apply(scheme.weights, flat) / per_step
+    value, bounds = _neville(differences, sizes, steps, scheme.leading_power, scheme.levels)
+    size, spoilt = bounds[:, 0], bounds[:, 1]
+    arg = [bounds[:, 2]] if argument else []
+    num_steps = steps.shape[0]
+    valid = np.arange(num_steps)[None, :] + np.arange(scheme.levels + 1)[:, None] < num_steps
+    ok = jnp.asarray(valid)[..., None] & (spoilt == 0)
+    rounding = size + (arg[0] * jnp.abs(value) if argument else 0.0)
+    rounding = NOISE_SAFETY * eps * rounding
+    if scheme.levels > 0:
+        return value, estimate(value, rounding, ok)
+    if num_steps == 1:  # one plain difference: its rounding error only
+        return value, jnp.where(ok, rounding, jnp.inf)
+    # plain differences at h and 2h: the classic two-step estimate for the one at h
+    factor = 2.0**scheme.leading_power - 1.0
+    error = jnp.abs(value[:, 1:] - value[:, :1]) / factor + rounding[:, 1:]
+    return value[:, 1:], jnp.where(ok[:, :1] & ok[:, 1:], error, jnp.inf)
 
 
 @functools.partial(jax.jit, static_argnames=("key", "hessian"))
 def combine(
     samples: jax.Array,
-    scale: jax.Array,
+    h0: jax.Array,
     key: Key,
     hessian: bool = False,
     magnitude: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array | None]:
-    """Applies a scheme to samples (P, *L, *O): the best tableau entry / scale, and its error.
+    """Applies a scheme to samples (P, *L, *O): the best tableau entry, and its error.
 
-    `scale` (shape L) is h0^order per line; `magnitude` (P, *L), if given, the size |x_p| of
-    each sample's point (see tableau_estimates). The best entry is the one with the smallest
+    `h0` (shape L) is the largest step per line; `magnitude` (P, *L), if given, the size |x_p|
+    of each sample's point (see tableau_estimates). The best entry is the one with the smallest
     error estimate; where no entry has a finite one (every step left f's domain) both are NaN.
     """
-    _, _, richardson, return_error, spacing = key
-    scheme = hessian_scheme(spacing, richardson, return_error) if hessian else scheme_of(key)
+    _, _, _, return_error, _ = key
+    scheme = scheme_of(key, hessian)
     shape = samples.shape[1:]
     flat = samples.reshape(samples.shape[0], math.prod(shape))
     rdtype = real_dtype(flat.dtype)
@@ -275,10 +296,10 @@ def combine(
         a = jnp.broadcast_to(a.reshape(a.shape + extra), lead + shape)
         return a.reshape((*lead, flat.shape[1])).astype(rdtype)
 
-    scale = per_column(scale, ())
+    steps = jnp.asarray(scheme.steps, rdtype)[:, None] * per_column(h0, ())  # (N, C)
     if magnitude is not None:
         magnitude = per_column(magnitude, (samples.shape[0],))
-    value, error = tableau_estimates(flat, scale, scheme, magnitude)
+    value, error = tableau_estimates(flat, steps, scheme, magnitude)
     candidates = error.reshape(math.prod(error.shape[:-1]), error.shape[-1])
     best = jnp.argmin(candidates, axis=0)[None]
     pick_value = jnp.take_along_axis(value.reshape(candidates.shape), best, axis=0)[0]
@@ -307,10 +328,9 @@ def differentiate_lines(
     line's point, so that |origin| + |t| is the size of the points f is evaluated at.
     Returns arrays of shape (*L, *O).
     """
-    scheme = scheme_of(key)
-    t = jnp.asarray(scheme.offsets, h0.dtype).reshape((-1,) + (1,) * h0.ndim) * h0
+    t = offsets(scheme_of(key), h0)
     magnitude = None if origin is None else jnp.abs(origin) + jnp.abs(t)
-    return combine(evaluate(t), h0**scheme.order, key=key, magnitude=magnitude)
+    return combine(evaluate(t), h0, key=key, magnitude=magnitude)
 
 
 def along_lines(

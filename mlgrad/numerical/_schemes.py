@@ -1,9 +1,9 @@
-"""Difference stencils, step sequences and the Richardson tableau, as exact linear functionals.
+"""Difference stencils and step sequences: where f is sampled and how samples make differences.
 
 Everything here is NumPy on the offsets (no function values): a scheme says at which points
-``x + c h0`` f is sampled and which fixed linear combinations of the samples make the
-difference quotients D(h_j) and their Richardson extrapolations T[k, j]. Applying a scheme to
-actual samples, in JAX, is :mod:`mlgrad.numerical._apply`'s job.
+``x + c h`` f is sampled, for which steps h_j, and with which weights the samples make the
+difference quotients D(h_j). Extrapolating them (the Richardson tableau) and estimating the
+error, in JAX, is :mod:`mlgrad.numerical._apply`'s job.
 """
 
 from __future__ import annotations
@@ -25,15 +25,14 @@ MAX_EVALUATIONS = 30
 STEP_RATIO = 2
 """Ratio of consecutive steps h0, h0/2, h0/4, ... in the fine part of a Richardson sequence.
 
-Every step is h0 / 2^e, a power of two, so that x + h is exact. Higher derivatives and lower
-precision use that ratio throughout (fifteen steps, four decades below max(1, |x|)); first
-derivatives in float64 use it for the first eight steps and then widen to ratios 4 and 8,
-reaching eight decades below max(1, |x|) (see ``SPACINGS``).
+Every step is a power of two, so that x + h is exact. Higher derivatives and lower precision
+use that ratio throughout (fifteen steps, four decades below h0 = max(1, |x|)); first
+derivatives in float64 use it for eight steps, then ratios 4 to 16, reaching eight decades
+below h0 (see ``SPACINGS``).
 """
 
 MAX_STEPS = 15  # more steps than this only add candidates that rounding has already spoilt
 MAX_LEVELS = 5  # Richardson levels kept in the tableau (error terms eliminated)
-PLAIN_RATIO = 2  # without extrapolation: the step h, and 2h for the error estimate
 
 BAD_METHOD = "{name}: method must be one of 'central', 'forward', 'backward', got {method!r}."
 BAD_ORDER = "{name}: order must be an int >= 1 (1 = first derivative), got {order!r}."
@@ -102,105 +101,69 @@ def stencil(order: int, method: str) -> Stencil:
 
 
 # --------------------------------------------------------------------------------------------
-# Schemes: the Richardson tableau over a step sequence, as functionals of the samples
+# Schemes: a step sequence and the stencil at each step
 # --------------------------------------------------------------------------------------------
 
-
-class Scheme(NamedTuple):
-    """A finite-difference scheme as linear functionals of the function samples.
-
-    Every entry T[k, j] of the Richardson tableau (level k: error terms eliminated; row j: the
-    smallest step it uses is h_j) is a fixed linear combination of the samples
-    F_p = f(x + offsets_p h0), divided by h0^order. Precomputing it in NumPy keeps the traced
-    program to a few matrix products, which compiles fast and runs anywhere.
-    """
-
-    order: int
-    offsets: np.ndarray  # (P,) sample offsets in units of h0
-    steps: np.ndarray  # (N,) the steps in units of h0, decreasing powers of two
-    table: np.ndarray  # (K + 1, N, P) the functionals T[k, j]; zero where j < k
-    valid: np.ndarray  # (K + 1, N) whether T[k, j] exists (j >= k)
-    divisors: np.ndarray  # (K + 1, N) (h_{j-k} / h_j)^q - 1 (row 0 unused)
-    leading_power: int  # q: D(h) - f^(n) is a series in h^q (2 central, 1 one-sided)
-
-
-def divisors(steps: np.ndarray, q: int, levels: int) -> np.ndarray:
-    """(K + 1, N): the Neville divisors (h_{j-k} / h_j)^q - 1 (1 where undefined)."""
-    out = np.ones((levels + 1, steps.size))
-    for k in range(1, levels + 1):
-        out[k, k:] = (steps[:-k] / steps[k:]) ** q - 1.0
-    return out
-
-
-def tableau(stencils: np.ndarray, steps: np.ndarray, q: int, levels: int) -> np.ndarray:
-    """Richardson (Neville) tableau over the rows of `stencils` = D(h_j) as functionals.
-
-    D(h) = f^(n) + a_1 h^q + a_2 h^2q + ... is a polynomial in t = h^q, and T[k, j] is the
-    value at t = 0 of the polynomial through (t_{j-k}, D(h_{j-k})), ..., (t_j, D(h_j)):
-    T[k, j] = T[k-1, j] + (T[k-1, j] - T[k-1, j-1]) / ((h_{j-k} / h_j)^q - 1) (Neville-Aitken;
-    for a constant ratio r this is the classic r^(qk) - 1).
-    """
-    div = divisors(steps, q, levels)
-    table = np.zeros((levels + 1, *stencils.shape))
-    table[0] = stencils
-    for k in range(1, levels + 1):
-        change = table[k - 1, k:] - table[k - 1, k - 1 : -1]
-        table[k, k:] = table[k - 1, k:] + change / div[k, k:, None]
-    return table
-
-
-# The step sequences, as exponents e_j of h_j = h0 / 2^e_j with h0 = max(1, |x|) by default.
-# "fine": ratio 2, the classic sequence, four decades. "wide" (first derivatives in float64):
-# ratio 2 for the first eight steps, where smooth functions of x's own scale have their best
-# steps, then ratios 4 and 8 down to about 6e-8 h0 (about sqrt(eps) h0), so that some step also
-# matches features of f far smaller than x's scale (a period of sin at x = 1e6, a nearby kink).
+# The step sequences, as exponents e of the steps h0 / 2^e, h0 = max(1, |x|) by default.
+# "fine": ratio 2 throughout, four decades (higher orders, lower precision). "wide" (first
+# derivatives in float64): eight steps at ratio 2, where smooth functions of x's own scale have
+# their best steps, then ratios 4 to 16 down to h0 / 2^28, about sqrt(eps) h0 / 4, so that some
+# step also matches features of f far smaller than x's scale (a period of sin at x = 1e6, a
+# nearby kink).
 SPACINGS = {
     "fine": tuple(range(MAX_STEPS)),
     "wide": (0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 13, 16, 20, 24, 28),
 }
 
 
+class Scheme(NamedTuple):
+    """A finite-difference scheme: steps h_j = steps[j] h0, samples at x + offsets[p] h0.
+
+    D(h_j) = sum_p weights[j, p] F_p / h_j^order, F_p = f(x + offsets[p] h0).
+    """
+
+    order: int
+    offsets: np.ndarray  # (P,) sample offsets in units of h0
+    steps: np.ndarray  # (N,) the steps in units of h0, decreasing powers of two
+    weights: np.ndarray  # (N, P) the stencil at each step
+    levels: int  # Richardson levels K (error terms eliminated); 0 without extrapolation
+    leading_power: int  # q: D(h) - f^(n) is a series in h^q (2 central, 1 one-sided)
+
+
 def _build(order: int, method: str, exponents: Sequence[int], levels: int) -> Scheme:
-    """The scheme over the steps h0 / 2^e, e in exponents."""
+    """The scheme over the steps h0 / 2^e, e in exponents, samples shared where they coincide."""
     sten = stencil(order, method)
     points: dict[float, int] = {}
     rows = []
     for e in exponents:
-        row: dict[int, float] = {}
-        for c, w in zip(sten.offsets, sten.weights, strict=True):
-            p = points.setdefault(c / 2.0**e, len(points))
-            row[p] = w * 2.0 ** (e * order)  # w / h_j^order in units of h0
-        rows.append(row)
-    stencils = np.zeros((len(exponents), len(points)))
+        rows.append(
+            {
+                points.setdefault(c / 2.0**e, len(points)): w
+                for c, w in zip(sten.offsets, sten.weights, strict=True)
+            }
+        )
+    weights = np.zeros((len(rows), len(points)))
     for j, row in enumerate(rows):
         for p, w in row.items():
-            stencils[j, p] = w
-    steps = 2.0 ** -np.asarray(exponents, dtype=np.float64)
-    depth = min(levels, len(exponents) - 1)
-    q = sten.powers[0]
+            weights[j, p] = w
     return Scheme(
         order,
         np.array(list(points), dtype=np.float64),
-        steps,
-        tableau(stencils, steps, q, depth),
-        np.arange(len(exponents))[None, :] >= np.arange(depth + 1)[:, None],
-        divisors(steps, q, depth),
-        q,
+        2.0 ** -np.asarray(exponents, dtype=np.float64),
+        weights,
+        min(levels, len(rows) - 1),
+        sten.powers[0],
     )
 
 
 @functools.cache
-def derivative_scheme(order: int, method: str, spacing: str, levels: int = MAX_LEVELS) -> Scheme:
+def derivative_scheme(order: int, method: str, spacing: str) -> Scheme:
     """The derivative scheme: the longest prefix of the spacing's step sequence whose samples
-    fit in MAX_EVALUATIONS.
-
-    Steps are powers of two (so x + c h is exact) and stencil offsets powers of two, so the
-    stencils at different steps share their sample points.
-    """
+    fit in MAX_EVALUATIONS (stencils on power-of-two offsets share their outer points)."""
     exponents = SPACINGS[spacing]
-    best = _build(order, method, exponents[:3], levels)
-    for num_steps in range(4, len(exponents) + 1):
-        scheme = _build(order, method, exponents[:num_steps], levels)
+    best = _build(order, method, exponents[:3], MAX_LEVELS)
+    for n in range(4, len(exponents) + 1):
+        scheme = _build(order, method, exponents[:n], MAX_LEVELS)
         if scheme.offsets.size > MAX_EVALUATIONS:
             break
         best = scheme
@@ -209,7 +172,7 @@ def derivative_scheme(order: int, method: str, spacing: str, levels: int = MAX_L
 
 @functools.cache
 def plain_scheme(order: int, method: str, return_error: bool) -> Scheme:
-    """One difference at the step h (the last row); with an error estimate also at 2h."""
+    """One difference at the step h; with an error estimate also at 2h (then h0 = 2h)."""
     return _build(order, method, (0, 1) if return_error else (0,), 0)
 
 
@@ -218,28 +181,18 @@ def hessian_scheme(spacing: str, richardson: bool = True, return_error: bool = F
     """The four-point formula for d^2 f / dx_i dx_j at each step, samples ordered (step, sign).
 
     Samples per step j: f(x + s_a h_j e_i + s_b h_j e_j) for (s_a, s_b) = (+,+), (+,-), (-,+),
-    (-,-), weights (1, -1, -1, 1) / 4 / (h_j/h0)^2; the result is divided by h0_i h0_j. The
+    (-,-), weights (1, -1, -1, 1) / 4, divided by h_j^2 (h_j^2 standing for h_j,i h_j,j). The
     steps are those of the second-derivative scheme (one, or h and 2h, without extrapolation).
     """
     if richardson:
-        steps = derivative_scheme(2, "central", spacing).steps
+        base = derivative_scheme(2, "central", spacing)
     else:
-        steps = plain_scheme(2, "central", return_error).steps
-    num_steps = steps.size
-    signs = np.array([1.0, -1.0, -1.0, 1.0])
-    stencils = np.zeros((num_steps, 4 * num_steps))
+        base = plain_scheme(2, "central", return_error)
+    num_steps = base.steps.size
+    weights = np.zeros((num_steps, 4 * num_steps))
     for j in range(num_steps):
-        stencils[j, 4 * j : 4 * j + 4] = signs / 4 / steps[j] ** 2
-    depth = min(MAX_LEVELS, num_steps - 1) if richardson else 0
-    return Scheme(
-        2,
-        np.repeat(steps, 4),
-        steps,
-        tableau(stencils, steps, 2, depth),
-        np.arange(num_steps)[None, :] >= np.arange(depth + 1)[:, None],
-        divisors(steps, 2, depth),
-        2,
-    )
+        weights[j, 4 * j : 4 * j + 4] = np.array([1.0, -1.0, -1.0, 1.0]) / 4
+    return Scheme(2, np.repeat(base.steps, 4), base.steps, weights, base.levels, 2)
 
 
 def num_evaluations(
