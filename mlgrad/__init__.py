@@ -23,12 +23,15 @@ _EXPORTS = {
     "directional_derivative": "mlgrad.derivatives",
     "gradient": "mlgrad.derivatives",
     "partial_derivative": "mlgrad.derivatives",
+    "value_and_gradient": "mlgrad.derivatives",
     "ChainRule": "mlgrad.jacobians",
     "chain_rule": "mlgrad.jacobians",
+    "gnvp": "mlgrad.jacobians",
     "hessian": "mlgrad.jacobians",
     "hvp": "mlgrad.jacobians",
     "jacobian": "mlgrad.jacobians",
     "value_and_jacobian": "mlgrad.jacobians",
+    "vector_jacobian_product": "mlgrad.jacobians",
     "GradientCheckError": "mlgrad.numerical",
     "check_grad": "mlgrad.numerical",
     "difference_quotient": "mlgrad.numerical",
@@ -55,16 +58,19 @@ if TYPE_CHECKING:  # what type checkers and editors see: every name, eagerly
     from mlgrad.derivatives import directional_derivative as directional_derivative
     from mlgrad.derivatives import gradient as gradient
     from mlgrad.derivatives import partial_derivative as partial_derivative
+    from mlgrad.derivatives import value_and_gradient as value_and_gradient
     from mlgrad.expansions import Linearization as Linearization
     from mlgrad.expansions import Taylor as Taylor
     from mlgrad.expansions import linearization as linearization
     from mlgrad.expansions import taylor as taylor
     from mlgrad.jacobians import ChainRule as ChainRule
     from mlgrad.jacobians import chain_rule as chain_rule
+    from mlgrad.jacobians import gnvp as gnvp
     from mlgrad.jacobians import hessian as hessian
     from mlgrad.jacobians import hvp as hvp
     from mlgrad.jacobians import jacobian as jacobian
     from mlgrad.jacobians import value_and_jacobian as value_and_jacobian
+    from mlgrad.jacobians import vector_jacobian_product as vector_jacobian_product
     from mlgrad.numerical import GradientCheckError as GradientCheckError
     from mlgrad.numerical import check_grad as check_grad
     from mlgrad.numerical import difference_quotient as difference_quotient

@@ -8,6 +8,9 @@ in the lecture notes (``../shared/seeds``):
 * gradient             [df/dx_1 ... df/dx_n], a 1 x n row vector in the notes  (``jax.grad``)
 * directional deriv.   (D_v f)(x) = lim_{t->0} (f(x + t v) - f(x)) / t = grad f(x) . v
                                                                            (``jax.jvp``)
+
+Keyword arguments given to the returned functions (or after the point and direction) go to
+``f`` unchanged and are never differentiated, as with ``jax.grad``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,75 @@ def _scalar_checked(f: Callable, name: str, has_aux: bool = False) -> Callable:
     return checked
 
 
+def _normalized_argnums(argnums: int | Sequence[int], nargs: int) -> int | tuple[int, ...]:
+    """argnums with negative indices counted from the end (after :func:`check_argnums`)."""
+    if isinstance(argnums, int):
+        return argnums % nargs
+    return tuple(i % nargs for i in argnums)
+
+
+def _differentiated(args: tuple, argnums: int | Sequence[int]) -> Any:
+    """The differentiated argument, or the tuple of them for a tuple ``argnums``."""
+    return args[argnums] if isinstance(argnums, int) else tuple(args[i] for i in argnums)
+
+
+def _with_differentiated(args: tuple, argnums: int | Sequence[int], new: Any) -> tuple:
+    """``args`` with the differentiated argument(s) replaced by ``new``."""
+    out = list(args)
+    if isinstance(argnums, int):
+        out[argnums] = new
+    else:
+        for i, a in zip(argnums, new, strict=True):
+            out[i] = a
+    return tuple(out)
+
+
+def _point_and_function(
+    f: Callable, args: tuple, argnums: int | Sequence[int], kwargs: dict, name: str
+) -> tuple[Any, Callable[[Any], Any], int | tuple[int, ...]]:
+    """Splits ``f(*args, **kwargs)`` into the point ``p = args[argnums]`` and ``g(p)``.
+
+    The other arguments and the keyword arguments are held fixed (not differentiated).
+    The differentiated argument(s) are promoted to floats; the first is called ``x``.
+    """
+    check_argnums(argnums, len(args), name)
+    nums = _normalized_argnums(argnums, len(args))
+    args = tuple(
+        as_float(a, f"{name}: " + ("x" if i == 0 else f"argument {i}"))
+        if i in ((nums,) if isinstance(nums, int) else nums)
+        else a
+        for i, a in enumerate(args)
+    )
+
+    def g(p: Any) -> Any:
+        return f(*_with_differentiated(args, nums, p), **kwargs)
+
+    return _differentiated(args, nums), g, nums
+
+
+def _describe_argnums(argnums: int | tuple[int, ...]) -> str:
+    if argnums == 0:
+        return "x"
+    if isinstance(argnums, int):
+        return f"argument {argnums}"
+    return f"the arguments {argnums} (a tuple)"
+
+
+def _matching_tangent(p: Any, v: Any, name: str, what: str, target: str) -> Any:
+    """``v`` checked to have the pytree structure and shapes of ``p``, cast to its dtypes."""
+    v = as_float(v, f"{name}: {what}")
+    p_struct, v_struct = jax.tree_util.tree_structure(p), jax.tree_util.tree_structure(v)
+    shapes = [jnp.shape(a) for a in jax.tree_util.tree_leaves(p)]
+    v_shapes = [jnp.shape(a) for a in jax.tree_util.tree_leaves(v)]
+    if p_struct != v_struct or shapes != v_shapes:
+        raise ValueError(
+            f"{name}: the {what} must have the same shape as {target}, but {target} has shape "
+            f"{_describe(shapes, p_struct)} and {what.split()[-1]} has shape "
+            f"{_describe(v_shapes, v_struct)}."
+        )
+    return jax.tree_util.tree_map(lambda a, b: jnp.asarray(b, jnp.result_type(a)), p, v)
+
+
 def _apply_layout(g: Any, layout: Layout) -> Any:
     if layout == "same":
         return g
@@ -65,6 +137,7 @@ def gradient(
     *,
     layout: Layout = "same",
     has_aux: bool = False,
+    holomorphic: bool = False,
 ) -> Callable[..., Any]:
     r"""The gradient of a scalar function: all its partial derivatives.
 
@@ -78,35 +151,79 @@ def gradient(
         ``jax.grad`` does (works on pytrees); ``"row"`` returns the notes' ``1 x n`` row
         vector and ``"column"`` an ``n x 1`` column (both for a single array argument).
       has_aux: ``f`` returns ``(value, aux)``; the result is then ``(gradient, aux)``.
+      holomorphic: ``f`` is complex-analytic in complex inputs; the result is the complex
+        derivative :math:`f'(z)` (no conjugation), as ``jax.grad(..., holomorphic=True)``.
 
     Returns:
-      A function of the same arguments as ``f`` returning the gradient.
+      A function of the same arguments as ``f`` returning the gradient. Keyword arguments
+      it is called with go to ``f`` and are not differentiated.
 
     Example:
-      >>> import mlgrad
+      >>> import jax.numpy as jnp, mlgrad
       >>> f = lambda x: x[0] ** 2 * x[1] + x[0] * x[1] ** 3
       >>> mlgrad.gradient(f, layout="row")(jnp.array([1.0, 2.0]))
       Array([[12., 13.]], dtype=float32)
 
     Built on ``jax.grad`` (reverse mode: about the cost of a few evaluations of ``f``).
     """
-    if layout not in _LAYOUTS:
-        raise ValueError(f"gradient: layout must be one of {_LAYOUTS}, got {layout!r}.")
-    grad_f = jax.grad(_scalar_checked(f, "gradient", has_aux), argnums, has_aux=has_aux)
+    value_and_gradient_of_f = _value_and_gradient(
+        f, argnums, layout, has_aux, holomorphic, "gradient"
+    )
 
     @functools.wraps(f)
     def gradient_of_f(*args: Any, **kwargs: Any) -> Any:
-        check_argnums(argnums, len(args), "gradient")
-        out = grad_f(*as_float_args(args, argnums), **kwargs)
-        if has_aux:
-            return _apply_layout(out[0], layout), out[1]
-        return _apply_layout(out, layout)
+        value, grad = value_and_gradient_of_f(*args, **kwargs)
+        return (grad, value[1]) if has_aux else grad
 
     return gradient_of_f
 
 
-def derivative(f: Callable[[Any], Any], order: int = 1) -> Callable[[Any], Any]:
-    r"""The ``order``-th derivative of a function of one real variable.
+def value_and_gradient(
+    f: Callable[..., Any],
+    argnums: int | Sequence[int] = 0,
+    *,
+    layout: Layout = "same",
+    has_aux: bool = False,
+    holomorphic: bool = False,
+) -> Callable[..., Any]:
+    r"""Like :func:`gradient`, but returns ``(f(x), gradient)`` from the same single pass.
+
+    The arguments are :func:`gradient`'s (``layout`` included). With ``has_aux=True`` the
+    result is ``((value, aux), gradient)``, as ``jax.value_and_grad`` gives.
+
+    Example:
+      >>> import jax.numpy as jnp, mlgrad
+      >>> mlgrad.value_and_gradient(lambda x: jnp.sum(x**2), layout="row")(jnp.array([1.0, 2.0]))
+      (Array(5., dtype=float32), Array([[2., 4.]], dtype=float32))
+
+    Built on ``jax.value_and_grad``: one forward and one backward pass.
+    """
+    return _value_and_gradient(f, argnums, layout, has_aux, holomorphic, "value_and_gradient")
+
+
+def _value_and_gradient(
+    f: Callable, argnums: Any, layout: Layout, has_aux: bool, holomorphic: bool, name: str
+) -> Callable[..., tuple[Any, Any]]:
+    if layout not in _LAYOUTS:
+        raise ValueError(f"{name}: layout must be one of {_LAYOUTS}, got {layout!r}.")
+    value_and_grad_f = jax.value_and_grad(
+        _scalar_checked(f, name, has_aux), argnums, has_aux=has_aux, holomorphic=holomorphic
+    )
+
+    @functools.wraps(f)
+    def value_and_gradient_of_f(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        check_argnums(argnums, len(args), name)
+        nums = _normalized_argnums(argnums, len(args))
+        value, grad = value_and_grad_f(*as_float_args(args, nums), **kwargs)
+        return value, _apply_layout(grad, layout)
+
+    return value_and_gradient_of_f
+
+
+def derivative(
+    f: Callable[..., Any], order: int = 1, *, holomorphic: bool = False
+) -> Callable[..., Any]:
+    r"""The ``order``-th derivative of a function of one real (or complex) variable.
 
     .. math:: f'(x) = \lim_{h \to 0} \frac{f(x + h) - f(x)}{h}, \qquad
               f^{(n)} = (f^{(n-1)})'
@@ -114,16 +231,27 @@ def derivative(f: Callable[[Any], Any], order: int = 1) -> Callable[[Any], Any]:
     Args:
       f: a function of one scalar. It may return a scalar or an array.
       order: any integer ``n >= 1``.
+      holomorphic: ``f`` is complex-analytic and the points are complex: the result is the
+        complex derivative :math:`f^{(n)}(z)`. Forward mode along :math:`h = 1` computes it
+        for a complex point either way; the flag states the intent and rejects real points,
+        as ``jax.grad(..., holomorphic=True)`` does.
 
     Returns:
       A function ``x -> f^(n)(x)``, vectorised over an array of points: for ``x`` of shape
-      ``s`` the result has shape ``s + f(x_i).shape``.
+      ``s`` the result has shape ``s + f(x_i).shape``. Keyword arguments it is called with
+      go to ``f`` and are not differentiated (``derivative(f)(x, a=2.0)`` is
+      :math:`\partial f(x, a) / \partial x`).
 
     Example:
+      >>> import jax.numpy as jnp, mlgrad
       >>> mlgrad.derivative(lambda x: (2 + x**2) ** 2)(1.0)   # 8x + 4x^3
       Array(12., dtype=float32, weak_type=True)
       >>> mlgrad.derivative(jnp.sin, order=3)(jnp.array([0.0, jnp.pi]))   # -cos
       Array([-1.,  1.], dtype=float32)
+      >>> mlgrad.derivative(lambda x, a: a * x**2)(3.0, a=0.5)   # a is held fixed
+      Array(3., dtype=float32, weak_type=True)
+      >>> mlgrad.derivative(lambda z: z**3, holomorphic=True)(1j)   # 3 z^2
+      Array(-3.+0.j, dtype=complex64, weak_type=True)
 
     Orders up to 3 use nested forward-mode ``jax.jvp``; higher orders use Taylor-mode AD
     (``jax.experimental.jet``, one pass), falling back to nested ``jax.jvp`` for the
@@ -135,17 +263,25 @@ def derivative(f: Callable[[Any], Any], order: int = 1) -> Callable[[Any], Any]:
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"derivative: order must be an integer >= 1, got {order!r}.")
 
-    def at_point(x: jax.Array) -> Any:
-        if order <= NESTED_JVP_MAX_ORDER:
-            d = f
-            for _ in range(order):
-                d = _univariate_derivative(d)
-            return d(x)
-        return derivatives_along(f, x, jnp.ones_like(x), order)[order]
-
     @functools.wraps(f)
-    def nth_derivative(x: Any) -> Any:
+    def nth_derivative(x: Any, **kwargs: Any) -> Any:
         x = as_float(x, "derivative: the point x")
+        if holomorphic and not jnp.issubdtype(jnp.result_type(x), jnp.complexfloating):
+            raise TypeError(
+                f"derivative(..., holomorphic=True) needs a complex point, but x has dtype "
+                f"{jnp.result_type(x)}. Pass e.g. jnp.asarray(x, jnp.complex64), or drop "
+                "holomorphic=True for a real function."
+            )
+        g = functools.partial(f, **kwargs) if kwargs else f
+
+        def at_point(x: jax.Array) -> Any:
+            if order <= NESTED_JVP_MAX_ORDER:
+                d = g
+                for _ in range(order):
+                    d = _univariate_derivative(d)
+                return d(x)
+            return derivatives_along(g, x, jnp.ones_like(x), order)[order]
+
         if jnp.ndim(x) == 0:
             return at_point(x)
         flat = jax.vmap(at_point)(jnp.ravel(x))
@@ -177,9 +313,11 @@ def partial_derivative(
       index: the component of that argument, when it is an array.
 
     Returns:
-      A function of the same arguments as ``f``.
+      A function of the same arguments as ``f``. Keyword arguments it is called with go to
+      ``f`` and are not differentiated.
 
     Example:
+      >>> import jax.numpy as jnp, mlgrad
       >>> f = lambda x, g: 2 * x + 3 * g
       >>> mlgrad.partial_derivative(f, 1)(1.0, 5.0)
       Array(3., dtype=float32, weak_type=True)
@@ -194,7 +332,7 @@ def partial_derivative(
         raise TypeError(f"partial_derivative: argnum must be an int, got {argnum!r}.")
 
     @functools.wraps(f)
-    def partial_of_f(*args: Any) -> Any:
+    def partial_of_f(*args: Any, **kwargs: Any) -> Any:
         check_argnums(argnum, len(args), "partial_derivative")
         x = as_float(args[argnum], f"partial_derivative: argument {argnum}")
         if not isinstance(x, jax.Array):
@@ -213,7 +351,7 @@ def partial_derivative(
             direction = jnp.zeros_like(x).at[_checked_index(index, x.shape)].set(1)
 
         def along(xi: jax.Array) -> Any:
-            return f(*args[:argnum], xi, *args[argnum + 1 :])
+            return f(*args[:argnum], xi, *args[argnum + 1 :], **kwargs)
 
         return jax.jvp(along, (x,), (direction,))[1]
 
@@ -233,40 +371,70 @@ def _checked_index(index: int | tuple[int, ...], shape: tuple[int, ...]) -> tupl
     return idx
 
 
-def directional_derivative(f: Callable[[Any], Any], x: Any, v: Any) -> Any:
+def directional_derivative(
+    f: Callable[..., Any],
+    x: Any,
+    v: Any,
+    *args: Any,
+    argnums: int | Sequence[int] = 0,
+    has_aux: bool = False,
+    **kwargs: Any,
+) -> Any:
     r"""The derivative of ``f`` at ``x`` along the direction ``v``.
 
     .. math:: (D_v f)(x) = \lim_{t \to 0} \frac{f(x + t v) - f(x)}{t} = \nabla f(x) \cdot v
 
-    ``v`` is used as given (not normalised), as in the notes.
+    ``v`` is used as given (not normalised), as in the notes. For a vector-valued ``f`` this
+    is the Jacobian-vector product :math:`J(x) v`.
 
     Args:
-      f: a function of one argument (an array or a pytree).
-      x: the point.
-      v: the direction, with the same shape (same pytree structure) as ``x``.
+      f: a function; it is called as ``f(x, *args, **kwargs)``.
+      x: the point (an array or a pytree).
+      v: the direction, with the same shape (same pytree structure) as the differentiated
+        argument: ``x`` by default; a tuple of directions for a tuple ``argnums``.
+      *args: further positional arguments of ``f``, held fixed unless ``argnums`` names them.
+      argnums: which of ``f``'s positional arguments ``(x, *args)`` move along ``v``.
+      has_aux: ``f`` returns ``(value, aux)``; the result is then ``(D_v f, aux)``, with
+        ``aux`` evaluated at ``x``.
+      **kwargs: keyword arguments of ``f``, held fixed (never differentiated).
 
     Returns:
-      :math:`(D_v f)(x)`, shaped like ``f(x)``.
+      :math:`(D_v f)(x)`, shaped like ``f(x)``; ``(D_v f(x), aux)`` with ``has_aux=True``.
 
     Example:
+      >>> import jax.numpy as jnp, mlgrad
       >>> f = lambda p: p[0] ** 2 + p[1] ** 2
       >>> mlgrad.directional_derivative(f, jnp.array([2.0, 0.0]), jnp.array([1.0, 0.0]))
+      Array(4., dtype=float32)
+      >>> loss = lambda w, x, y: (w @ x - y) ** 2   # along w; x and y held fixed
+      >>> mlgrad.directional_derivative(loss, jnp.ones(2), jnp.array([1.0, 0.0]), jnp.ones(2), 0.0)
       Array(4., dtype=float32)
 
     Built on one ``jax.jvp``: the gradient is never materialised.
     """
-    x = as_float(x, "directional_derivative: x")
-    v = as_float(v, "directional_derivative: v")
-    x_struct, v_struct = jax.tree_util.tree_structure(x), jax.tree_util.tree_structure(v)
-    shapes = [jnp.shape(a) for a in jax.tree_util.tree_leaves(x)]
-    v_shapes = [jnp.shape(a) for a in jax.tree_util.tree_leaves(v)]
-    if x_struct != v_struct or shapes != v_shapes:
-        raise ValueError(
-            "directional_derivative: the direction v must have the same shape as x, but x has "
-            f"shape {_describe(shapes, x_struct)} and v has shape {_describe(v_shapes, v_struct)}."
-        )
-    v = jax.tree_util.tree_map(lambda a, b: jnp.asarray(b, jnp.result_type(a)), x, v)
-    return jax.jvp(f, (x,), (v,))[1]
+    name = "directional_derivative"
+    p, g, nums = _point_and_function(f, (x, *args), argnums, kwargs, name)
+    v = _matching_tangent(p, v, name, "direction v", _describe_argnums(nums))
+    if has_aux:
+        g = _pair_checked(g, name)
+        _, dv, aux = jax.jvp(g, (p,), (v,), has_aux=True)
+        return dv, aux
+    return jax.jvp(g, (p,), (v,))[1]
+
+
+def _pair_checked(f: Callable, name: str) -> Callable:
+    """Wraps ``f`` so that a result that is not an ``(output, aux)`` pair raises clearly."""
+
+    def checked(*args: Any) -> Any:
+        out = f(*args)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(
+                f"{name}(..., has_aux=True) expects the function to return a pair "
+                f"(output, aux), but it returned {type(out).__name__}."
+            )
+        return out
+
+    return checked
 
 
 def _describe(shapes: list[tuple[int, ...]], struct: Any) -> str:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -23,11 +24,16 @@ class Linearization:
     Attributes:
       point: :math:`x_0`.
       value: :math:`f(x_0)`.
+      aux: with ``has_aux=True``, the auxiliary output of ``f`` at :math:`x_0`; else None.
     """
 
-    def __init__(self, f: Callable[[Any], Any], x0: Any) -> None:
+    def __init__(self, f: Callable[[Any], Any], x0: Any, *, has_aux: bool = False) -> None:
         self.point = as_float(x0, "linearization: x0")
-        self.value, self._jvp = jax.linearize(f, self.point)
+        if has_aux:
+            linearized = jax.linearize(_pair_checked(f), self.point, has_aux=True)
+            self.value, self._jvp, self.aux = linearized
+        else:
+            (self.value, self._jvp), self.aux = jax.linearize(f, self.point), None
         self._name = getattr(f, "__name__", "f")
 
     def __call__(self, x: Any) -> Any:
@@ -49,7 +55,9 @@ class Linearization:
         return f"Linearization({self._name} at x0={self.point})"
 
 
-def linearization(f: Callable[[Any], Any], x0: Any) -> Linearization:
+def linearization(
+    f: Callable[..., Any], x0: Any, *, has_aux: bool = False, **kwargs: Any
+) -> Linearization | tuple[Linearization, Any]:
     r"""The linearization of ``f`` at ``x0``: its first-order Taylor polynomial.
 
     .. math:: f(x) \approx f(x_0) + (\nabla_x f)(x_0)\,(x - x_0)
@@ -57,19 +65,43 @@ def linearization(f: Callable[[Any], Any], x0: Any) -> Linearization:
     Args:
       f: a function of one argument (a scalar, an array or a pytree); any output shape.
       x0: the point to linearize at.
+      has_aux: ``f`` returns ``(output, aux)``: only ``output`` is linearized, and the
+        result is the pair ``(linearization, aux)`` with ``aux`` evaluated at ``x0``
+        (also kept as ``linearization.aux``).
+      **kwargs: keyword arguments of ``f``, held fixed (never differentiated).
 
     Returns:
       A callable ``x -> f(x0) + J(x0)(x - x0)`` (a :class:`Linearization`, with
-      ``.point`` and ``.value``). ``f`` is evaluated once; each call costs one JVP.
+      ``.point`` and ``.value``), or ``(Linearization, aux)`` with ``has_aux=True``.
+      ``f`` is evaluated once; each call costs one JVP.
 
     Example (the notes' :math:`\sqrt{4.001} \approx 2 + 0.001/4`):
+      >>> import jax, jax.numpy as jnp, mlgrad
       >>> with jax.enable_x64(True):
-      ...     print(mlgrad.linearization(jnp.sqrt, 4.0)(4.001))
+      ...     print(round(float(mlgrad.linearization(jnp.sqrt, 4.0)(4.001)), 12))
       2.00025
+      >>> lin, aux = mlgrad.linearization(lambda x: (jnp.exp(x), "at x0"), 0.0, has_aux=True)
+      >>> round(float(lin(0.1)), 6), aux   # 1 + x
+      (1.1, 'at x0')
 
     Built on ``jax.linearize``.
     """
-    return Linearization(f, x0)
+    f = functools.wraps(f)(functools.partial(f, **kwargs)) if kwargs else f
+    lin = Linearization(f, x0, has_aux=has_aux)
+    return (lin, lin.aux) if has_aux else lin
+
+
+def _pair_checked(f: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def checked(x: Any) -> Any:
+        out = f(x)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(
+                "linearization(..., has_aux=True) expects the function to return a pair "
+                f"(output, aux), but it returned {type(out).__name__}."
+            )
+        return out
+
+    return checked
 
 
 class Taylor:
@@ -136,7 +168,7 @@ def _derivative_tensors(f: Callable, x0: jax.Array, order: int) -> list[Any]:
     return tensors
 
 
-def taylor(f: Callable[[Any], Any], x0: Any, order: int) -> Taylor:
+def taylor(f: Callable[..., Any], x0: Any, order: int, **kwargs: Any) -> Taylor:
     r"""The Taylor polynomial of degree ``order`` of ``f`` at ``x0``.
 
     .. math:: T_n(x) = \sum_{k=0}^{n} \frac{f^{(k)}(x_0)}{k!} (x - x_0)^k
@@ -148,13 +180,18 @@ def taylor(f: Callable[[Any], Any], x0: Any, order: int) -> Taylor:
       f: a function of one scalar or one array; any output shape.
       x0: the expansion point.
       order: the degree, any integer ``>= 0``.
+      **kwargs: keyword arguments of ``f``, held fixed (never differentiated).
 
     Returns:
       A :class:`Taylor` with ``.coefficients`` and ``__call__``.
 
     Example (the notes' :math:`\sin + \cos` at 0):
-      >>> mlgrad.taylor(lambda x: jnp.sin(x) + jnp.cos(x), 0.0, 4).coefficients
-      [Array(1.), Array(1.), Array(-0.5), Array(-0.16666667), Array(0.04166667)]
+      >>> import jax.numpy as jnp, mlgrad
+      >>> t = mlgrad.taylor(lambda x: jnp.sin(x) + jnp.cos(x), 0.0, 4)
+      >>> [round(float(c), 5) for c in t.coefficients]
+      [1.0, 1.0, -0.5, -0.16667, 0.04167]
+      >>> float(mlgrad.taylor(lambda x, a: jnp.exp(a * x), 0.0, 2, a=2.0)(0.5))   # 1 + 1 + 0.5
+      2.5
 
     Univariate coefficients and every evaluation come from one Taylor-mode pass
     (``jax.experimental.jet``), with nested ``jax.jvp`` where jet has no rule; the
@@ -162,4 +199,6 @@ def taylor(f: Callable[[Any], Any], x0: Any, order: int) -> Taylor:
     """
     if isinstance(order, bool) or not isinstance(order, int) or order < 0:
         raise ValueError(f"taylor: order must be an integer >= 0, got {order!r}.")
+    if kwargs:
+        f = functools.wraps(f)(functools.partial(f, **kwargs))
     return Taylor(f, x0, order)
