@@ -238,7 +238,8 @@ def hessian(
 
 
 def _is_scalar(y: Any) -> bool:
-    return len(jax.tree_util.tree_leaves(y)) == 1 and jnp.shape(y) == ()
+    """A single scalar (not a pytree holding one)."""
+    return jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(y)) and jnp.ndim(y) == 0
 
 
 def _check_differentiable_output(y: Any, name: str) -> None:

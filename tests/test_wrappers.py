@@ -509,3 +509,16 @@ def test_docstring_examples_run():
     for module in (mlgrad.derivatives, mlgrad.jacobians, mlgrad.expansions):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_new_names_are_exported_lazily_and_to_type_checkers():
+    import ast
+    import inspect
+
+    new = {"value_and_gradient", "vector_jacobian_product", "gnvp"}
+    assert new <= set(mlgrad.__all__) and all(callable(getattr(mlgrad, n)) for n in new)
+    # The TYPE_CHECKING block names every lazily exported name (what editors see).
+    tree = ast.parse(inspect.getsource(mlgrad))
+    block = next(n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.dump(n))
+    seen = {a.asname or a.name for n in block.body for a in n.names}
+    assert set(mlgrad._EXPORTS) <= seen
