@@ -101,7 +101,7 @@ def _describe_argnums(argnums: int | tuple[int, ...]) -> str:
         return "x"
     if isinstance(argnums, int):
         return f"argument {argnums}"
-    return f"the arguments {argnums} (a tuple)"
+    return f"the tuple of arguments {argnums}"
 
 
 def _matching_tangent(p: Any, v: Any, name: str, what: str, target: str) -> Any:
@@ -115,6 +115,7 @@ def _matching_tangent(p: Any, v: Any, name: str, what: str, target: str) -> Any:
             f"{name}: the {what} must have the same shape as {target}, but {target} has shape "
             f"{_describe(shapes, p_struct)} and {what.split()[-1]} has shape "
             f"{_describe(v_shapes, v_struct)}."
+            + (" Give one entry per differentiated argument." if "tuple" in target else "")
         )
     return jax.tree_util.tree_map(lambda a, b: jnp.asarray(b, jnp.result_type(a)), p, v)
 
@@ -438,4 +439,7 @@ def _pair_checked(f: Callable, name: str) -> Callable:
 
 
 def _describe(shapes: list[tuple[int, ...]], struct: Any) -> str:
-    return str(shapes[0]) if struct.num_leaves == 1 and shapes else f"{struct} with {shapes}"
+    """A single array's shape, or a pytree's structure and leaf shapes."""
+    if jax.tree_util.treedef_is_leaf(struct) and shapes:
+        return str(shapes[0])
+    return f"{struct} with {shapes}"
