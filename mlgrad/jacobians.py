@@ -3,6 +3,8 @@
 * Jacobian     J_ij = df_i / dx_j, an m x n matrix for f: R^n -> R^m  (``jacfwd`` / ``jacrev``)
 * matrix by matrix  dK/dB for K = f(B): a 4-D tensor, or its (mn) x (pq) matrix (``flatten=True``)
 * Hessian      H_ij = d^2 f / dx_i dx_j, the Jacobian of the gradient     (forward over reverse)
+* products     H v, u^T J and the Gauss-Newton J^T H J v, never building H or J
+                                                       (``jvp`` of ``grad``, ``vjp``, ``linearize``)
 * chain rule   d(f o g)/dx = (df/dg)(dg/dx): a product of stage Jacobians
 """
 
