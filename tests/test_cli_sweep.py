@@ -433,17 +433,29 @@ def test_help_lists_sweep(cli):
 # nothing half-written
 
 
-def test_interrupt_or_failed_write_leaves_nothing(cli, monkeypatch):
+def test_an_interrupt_or_a_failed_write_leaves_a_sweep_that_resumes(cli, monkeypatch):
+    # Interrupted before its first chunk finished: only the plan is saved; --resume trains.
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     real_sweep = sweep_module.sweep
     monkeypatch.setattr(sweep_module, "sweep", interrupted)
-    res = cli("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw")
-    assert res.code == 130 and "wrote nothing" in res.err
-    assert _listing(Path.cwd()) == []
+    args = ("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw", "--no-plots")
+    res = cli(*args)
+    assert res.code == 130
+    assert f"continue with: mlgrad sweep {LR} seed=0,1 train.steps=2 --out sw --resume" in res.err
+    assert _listing(Path("sw")) == ["progress", "progress/plan.json"]
     monkeypatch.setattr(sweep_module, "sweep", real_sweep)
+    res = cli(*args, "--resume")
+    assert res.code == 0, res.err
+    assert _listing(Path("sw")) == ["config.yaml", "sweep.csv", "sweep.json"]  # progress gone
+    # Nothing to resume in a finished sweep.
+    res = cli(*args, "--resume")
+    res.assert_user_error()
+    assert "is complete" in res.err
 
+    # The results cannot be written: those written are removed, the trained runs are kept,
+    # and --resume writes the results without training again.
     real = rundir.write_atomic
 
     def disk_full_at_the_summary(path, text):
@@ -452,18 +464,26 @@ def test_interrupt_or_failed_write_leaves_nothing(cli, monkeypatch):
         real(path, text)
 
     monkeypatch.setattr(rundir, "write_atomic", disk_full_at_the_summary)
-    res = cli("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw", "--no-plots")
+    args = ("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw2", "--no-plots")
+    res = cli(*args)
     assert res.code == 1 and "No space left" in res.err
-    assert _listing(Path.cwd()) == []  # the files written before are removed, and the dir
+    assert "sweep.json" not in str(_listing(Path("sw2"))) and "sweep.csv" not in str(
+        _listing(Path("sw2"))
+    )
+    monkeypatch.setattr(rundir, "write_atomic", real)
+    res = cli(*args, "--resume")
+    assert res.code == 0, res.err
+    assert "done before the interruption" in res.err
+    assert _listing(Path("sw2")) == ["config.yaml", "sweep.csv", "sweep.json"]
 
 
 def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
     """A sweep owns its run directory (an OS lock) while it trains: a sweep or a run that
     starts into the same --out meanwhile (even after both found it empty) exits 2 naming the
     owner's PID and writes nothing; a default directory name moves on to the next free one."""
-    real_train = run_sweep._train_groups
+    real_train = run_sweep._Groups.train
 
-    def others_start_meanwhile(*args, **kwargs):
+    def others_start_meanwhile(self):
         assert (Path("sw") / rundir.LOCK).is_file()  # ours, held while training
         monkeypatch.setattr(rundir, "check_empty", lambda *a, **k: None)  # raced past it
         second = cli("sweep", LR, "seed=5", "train.steps=2", "--out", "sw", "--no-plots")
@@ -472,16 +492,16 @@ def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
         run = cli("train", LR, "train.steps=2", "--out", "sw", "--no-plots")
         run.assert_user_error()
         assert "in use by another mlgrad process" in run.err
-        return real_train(*args, **kwargs)
+        return real_train(self)
 
-    monkeypatch.setattr(run_sweep, "_train_groups", others_start_meanwhile)
+    monkeypatch.setattr(run_sweep._Groups, "train", others_start_meanwhile)
     res = cli("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw", "--no-plots", "-q")
     assert res.code == 0, res.err
     assert _listing(Path("sw")) == ["config.yaml", "sweep.csv", "sweep.json"]  # lock gone
     assert [r["seed"] for r in _rows(Path("sw"))] == ["0", "1"]
 
     # A default name that another process owns after this one chose it: the next one.
-    monkeypatch.setattr(run_sweep, "_train_groups", real_train)
+    monkeypatch.setattr(run_sweep._Groups, "train", real_train)
     names = iter(["runs/a", "runs/b"])
     monkeypatch.setattr(rundir, "default_run_dir", lambda name: Path(next(names)))
     with rundir.RunDirLock(Path("runs/a"), what="another sweep"):

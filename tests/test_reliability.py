@@ -28,6 +28,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -158,6 +159,127 @@ def test_sigkill_leaves_a_loadable_run_and_resume_is_bit_identical(kill_at, tmp_
         assert _train(*CRASH, "--out", out) == 0
     _assert_same_run(out, reference)
     assert not list(out.rglob("*tmp*"))  # leftovers of the killed writes are cleaned up
+
+
+def test_two_writers_racing_for_one_directory_one_is_refused_and_the_killed_winner_resumes(
+    tmp_path, reference
+):
+    """Two runs started at once into the same --out: exactly one owns it (the other exits 2
+    naming the owner's PID, writing nothing); the owner is killed mid-run and resumes to the
+    uninterrupted run, bit for bit."""
+    out = tmp_path / "run"
+    procs = [_spawn(out, "chunk:30"), _spawn(out, "chunk:30")]
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [-signal.SIGKILL, 2], results
+    refused = next(err for code, err in results if code == 2)
+    # refused while the owner trains (its PID named), or after it was killed (not empty)
+    assert "in use by another mlgrad process (PID" in refused or "not empty" in refused
+    assert "Traceback" not in refused
+    assert _train(*CRASH, "--out", out, "--resume") == 0
+    _assert_same_run(out, reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# stopping and killing a sweep: it continues with --resume, bit for bit
+
+#: Four runs of 20,000 mini-batch steps (about a second of training; two or three chunks), a
+#: checkpoint every 64 steps (the first chunk's end, then at most every 10 s).
+SWEEP = [
+    str(LR),
+    "seed=0,1",
+    "optimizer.learning_rate=0.05,0.1",
+    "optimizer.momentum=0.9",
+    "train.batch_size=8",
+    "train.checkpoint_every=64",
+]
+STEPS = "train.steps=20000"
+#: The same sweep made long enough (minutes) that a signal always lands while it trains.
+LONG = "train.steps=2000000"
+
+
+def _spawn_sweep(out: Path, steps: str, kill_at: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(rundir.__file__).resolve().parents[2])}
+    env.pop(KILL_ENV, None)
+    if kill_at:
+        env[KILL_ENV] = kill_at
+    argv = [sys.executable, "-m", "mlgrad", "sweep", *SWEEP, steps, "--out", str(out)]
+    return subprocess.Popen(
+        [*argv, "--no-plots"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _signal_once_training(proc: subprocess.Popen, signum: int) -> tuple[str, float]:
+    """Sends ``signum`` a second after the sweep starts its group; its stderr and how long
+    it took to exit after the signal."""
+    for line in proc.stderr:  # training starts after this line (and the compilation)
+        if line.startswith("group 1/1"):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signum)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    return err, time.monotonic() - t0
+
+
+def _resume_sweep(out: Path, steps: str = STEPS) -> int:
+    return main(["sweep", *SWEEP, steps, "--out", str(out), "--no-plots", "-q", "--resume"])
+
+
+def _sweep_rows(out: Path) -> list[dict]:
+    runs = json.loads((out / "sweep.json").read_text())["runs"]
+    return [{k: r[k] for k in ("metrics", "min_loss", "diverged")} for r in runs]
+
+
+@pytest.fixture(scope="module")
+def sweep_reference(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("sweep") / "sw"
+    assert main(["sweep", *SWEEP, STEPS, "--out", str(out), "--no-plots", "-q"]) == 0
+    return _sweep_rows(out)
+
+
+def test_sigterm_stops_a_sweep_within_seconds_leaving_it_resumable(tmp_path):
+    from mlgrad.runs.sweep_progress import check_resumable
+
+    out = tmp_path / "sw"
+    err, waited = _signal_once_training(_spawn_sweep(out, LONG), signal.SIGTERM)
+    assert "Traceback" not in err
+    assert f"--out {out} --resume" in err and "progress is saved" in err
+    assert waited < 5.0, waited  # the chunk in flight (about 1 s), a checkpoint, the exit
+    # What --resume continues from: the plan matches, the group's state is saved part-way.
+    plan = runs.prepare_sweep(LR, [*SWEEP[1:], LONG], out, resume=True)
+    check_resumable(plan)
+    group = out / "progress" / "group-0"
+    assert (group / "state.npz").is_file()
+    assert 0 < (group / "losses.bin").stat().st_size // (4 * 4) < 2_000_000  # steps x 4 runs
+    assert not (out / "sweep.json").exists()
+    # Another sweep into it is refused, and so is resuming it with other values.
+    assert main(["sweep", *SWEEP, LONG, "--out", str(out), "--no-plots", "-q"]) == 2
+    assert _resume_sweep(out, "train.steps=30000") == 2
+
+
+@pytest.mark.slow
+def test_a_stopped_sweep_resumes_bit_identically(tmp_path, sweep_reference):
+    out = tmp_path / "sw"
+    proc = _spawn_sweep(out, STEPS)
+    err, _ = _signal_once_training(proc, signal.SIGINT)
+    if proc.returncode == 0:  # finished before the signal (a fast machine): nothing to test
+        pytest.fail("the sweep finished before Ctrl-C; make SWEEP longer")
+    assert proc.returncode == 130, err
+    assert _resume_sweep(out) == 0
+    assert _sweep_rows(out) == sweep_reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["sweep_chunk:1", "sweep_chunk:2", "write:2"])
+def test_a_sweep_killed_mid_group_resumes_bit_identically(kill_at, tmp_path, sweep_reference):
+    out = tmp_path / "sw"
+    proc = _spawn_sweep(out, STEPS, kill_at)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err  # the hook fired
+    assert _resume_sweep(out) == 0
+    assert _sweep_rows(out) == sweep_reference
+    assert not list(out.rglob("*tmp*")) and not (out / "progress").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -314,3 +314,68 @@ def test_user_errors_name_the_argument(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         sweep(loss, init, DATA, **args)
+
+
+def _arrays(result):
+    return [result.histories, result.final_losses, *jax.tree.leaves(result.params)]
+
+
+@pytest.mark.parametrize(
+    "batch_size",
+    [pytest.param(None, marks=pytest.mark.slow), 7],
+    ids=["full-batch", "ragged-mini-batch"],
+)
+def test_chunks_and_continuing_from_a_state_are_bit_identical_to_one_program(batch_size):
+    # The reference is the whole sweep as one compiled chunk (the default without callback).
+    kw = dict(
+        optimizer_fn=optax.adam,
+        learning_rates=[0.05, 0.2],
+        seeds=[0, 3],
+        steps=60,
+        batch_size=batch_size,
+    )
+    whole = sweep(loss, init, DATA, **kw)
+    states = []
+    chunked = sweep(loss, init, DATA, chunk_size=20, callback=states.append, **kw)
+    assert [int(s.step) for s in states] == [20, 40, 60]
+    for got, want in zip(_arrays(chunked), _arrays(whole), strict=True):
+        np.testing.assert_array_equal(got, want)
+    # Continued from the state after 20 steps (as a resumed sweep is).
+    resumed = sweep(loss, init, DATA, state=states[0], chunk_size=20, **kw)
+    for got, want in zip(_arrays(resumed), _arrays(whole), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_chunk_lengths_follow_the_measured_speed():
+    # Powers of two of about CHUNK_SECONDS at the speed of a FIRST_CHUNK-step chunk, aligned
+    # so that a sweep (or a resumed one) needs at most three chunk programs.
+    first, seconds = sweep_module.FIRST_CHUNK, sweep_module.CHUNK_SECONDS
+    assert sweep_module._timed_length(seconds / 4) == 4 * first
+    assert sweep_module._timed_length(1e-9) == sweep_module.MAX_CHUNK
+    assert sweep_module._timed_length(100.0) == first  # never below FIRST_CHUNK
+    lengths, remaining, timed = [], 1000, None
+    while remaining:
+        lengths.append(sweep_module._next_length(remaining, timed))
+        remaining -= lengths[-1]
+        timed = timed or (256 if lengths[-1] == first else None)
+    assert lengths == [1000 % first, first, 256, 256, 256, first, first]
+    assert set(lengths) == {1000 % first, first, 256}
+
+
+def test_a_callback_that_raises_stops_the_sweep_and_its_state_continues_it():
+    kw = dict(optimizer_fn=optax.sgd, learning_rates=[0.1], seeds=[1], steps=32, batch_size=7)
+    whole = sweep(loss, init, DATA, **kw)
+    seen = []
+
+    def stop_after_first(state):
+        seen.append(state)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep(loss, init, DATA, chunk_size=16, callback=stop_after_first, **kw)
+    assert int(seen[0].step) == 16 and seen[0].histories.shape == (1, 16)
+    resumed = sweep(loss, init, DATA, state=seen[0], **kw)  # the other 16 steps, one chunk
+    for got, want in zip(_arrays(resumed), _arrays(whole), strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="sweep of 1 runs, this one has 2"):
+        sweep(loss, init, DATA, state=seen[0], **{**kw, "seeds": [1, 2]})

@@ -27,7 +27,7 @@ EXIT_INTERRUPTED = 130
 _INTERRUPTED = {
     "train": "interrupted; continue with: mlgrad train CONFIG --out RUN_DIR --resume",
     "eval": "interrupted",
-    "sweep": "interrupted; the sweep wrote nothing (its results are written at the end)",
+    "sweep": "interrupted before the sweep started training; nothing was written",
 }
 
 
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mlgrad.cli import commands
     from mlgrad.config import ConfigError
     from mlgrad.data import DataError
-    from mlgrad.runs import RunError, UsageError
+    from mlgrad.runs import Interrupted, RunError, UsageError
 
     try:
         return commands.COMMANDS[command](args)
@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as e:
         _error(str(e))
         return EXIT_FAILURE
+    except Interrupted as e:  # stopped on request, progress saved: how to continue
+        _error(str(e))
+        return e.exit_code
     except KeyboardInterrupt:
         _error(_INTERRUPTED[command])
         return EXIT_INTERRUPTED

@@ -51,7 +51,7 @@ def evaluate(args: argparse.Namespace) -> int:
 def sweep(args: argparse.Namespace) -> int:
     """``mlgrad sweep``: validate every combination, train the groups, write the run directory."""
     console = runs.Console(args.quiet)
-    plan = runs.prepare_sweep(args.config, args.axes, args.out)
+    plan = runs.prepare_sweep(args.config, args.axes, args.out, resume=args.resume)
     if args.dry_run:
         sys.stdout.write(plan.table())
         console.info(f"dry run: all {len(plan.runs)} runs are valid; nothing written.")

@@ -146,9 +146,10 @@ def sweep_parser() -> argparse.ArgumentParser:
         "optimizer.learning_rate train as one vmapped, compiled program; other swept keys "
         "(layer sizes, features, ...) make groups trained one after the other. Writes "
         "sweep.csv, sweep.json, config.yaml and loss_curves.png into one run directory and "
-        "prints the table of runs (the best marked *). Exit codes: 0 done (diverged runs are "
+        "prints the table of runs (the best marked *). Ctrl-C or SIGTERM stops it within about a "
+        "second, saving its progress for --resume. Exit codes: 0 done (diverged runs are "
         "reported, not fatal), 1 every run diverged or training failed, 2 usage/config/data "
-        "error (nothing written).",
+        "error (nothing written), 130 or 143 interrupted (resumable).",
         epilog="Examples:\n"
         "  mlgrad sweep configs/linear_regression.yaml seed=0,1,2 "
         "optimizer.learning_rate=0.01,0.1,1.0\n"
@@ -173,7 +174,15 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         metavar="DIR",
-        help="the run directory (default: runs/<name>-sweep-<UTC timestamp>); must be new or empty",
+        help="the run directory (default: runs/<name>-sweep-<UTC timestamp>); must be new or "
+        "empty unless --resume is given",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted sweep in --out DIR (stopped by Ctrl-C or SIGTERM, or "
+        "killed): groups already done are kept, the group being trained continues from its "
+        "last checkpoint; CONFIG and the KEY=V1,V2,... arguments must be the same",
     )
     p.add_argument(
         "--dry-run",

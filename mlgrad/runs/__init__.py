@@ -22,7 +22,7 @@ Example:
 """
 
 from mlgrad.runs.console import Console
-from mlgrad.runs.errors import RunError, UsageError
+from mlgrad.runs.errors import Interrupted, RunError, UsageError
 from mlgrad.runs.evaluate import evaluate, restore_latest
 from mlgrad.runs.runtime import compilation_cache, join_processes
 from mlgrad.runs.setup import Setup, initial_state, prepare
@@ -33,6 +33,7 @@ from mlgrad.runs.train import RunPlan, prepare_run, train_and_evaluate, train_ru
 
 __all__ = [
     "Console",
+    "Interrupted",
     "RunError",
     "RunPlan",
     "Setup",

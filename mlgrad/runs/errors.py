@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 from collections.abc import Iterator
 
 
@@ -18,6 +19,22 @@ class UsageError(ValueError):
 
 class RunError(RuntimeError):
     """A failure while the run trains or writes (exit code 1): divergence, a disk error."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run or sweep stopped on request (Ctrl-C or SIGTERM) after saving its progress.
+
+    ``str(e)`` says how to continue; :attr:`exit_code` is the shell's ``128 + signal``
+    (130 for Ctrl-C, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 @contextlib.contextmanager

@@ -124,12 +124,14 @@ def remove_leftovers(path: Path) -> None:
             leftover.unlink()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file in the same directory and os.replace."""
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Writes ``content`` (text, as UTF-8, or bytes) to ``path`` via a temporary file in the
+    same directory and os.replace."""
     tmp = temporary(path)
+    data = content.encode("utf-8") if isinstance(content, str) else content
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         _faults.kill_point("write")

@@ -226,3 +226,18 @@ def final_metrics(model: Any, params: Any, data: Any) -> dict[str, float | None]
     """The final metrics at ``params`` (:func:`metrics_program`); NaN and inf as None."""
     values = metrics_program(model, data)(params)
     return {k: rundir.finite_or_none(v) for k, v in values.items()}
+
+
+def data_fingerprint(data: Any) -> str:
+    """A SHA-256 of the data a run trains and validates on (arrays, shapes, dtypes)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in (data.x_train, data.y_train, data.x_val, data.y_val):
+        if a is not None:
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()

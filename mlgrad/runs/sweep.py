@@ -41,18 +41,25 @@ does not stop the others.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import shlex
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlgrad import _faults
 from mlgrad.config import is_number, optimizer_label
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
-from mlgrad.runs.errors import out_of_memory_is_a_run_error
+from mlgrad.runs.errors import Interrupted, RunError, out_of_memory_is_a_run_error
 from mlgrad.runs.setup import as_batch, metrics_program, precision
+from mlgrad.runs.stops import StopRequest, stop_requests
 from mlgrad.runs.sweep_plan import Group, SweepPlan, prepare_sweep, shape_axes
+from mlgrad.runs.sweep_progress import SAVE_SECONDS, SweepProgress, check_resumable
 from mlgrad.runs.sweep_report import Outcome, SweepReport, write_sweep
 
 
@@ -87,72 +94,233 @@ def train_sweep(
     plan: SweepPlan, *, plots: bool = True, console: Console | None = None
 ) -> SweepReport:
     """Claims the plan's run directory, trains every group, writes the results (see the
-    module docstring); the claim is released however this ends."""
+    module docstring); the claim is released however this ends.
+
+    Ctrl-C or SIGTERM stops it at the next chunk boundary (about a second), after saving
+    the progress, with :class:`~mlgrad.runs.errors.Interrupted` saying how to continue;
+    ``plan.resume`` continues such a sweep.
+    """
     console = console or Console()
     t0 = time.perf_counter()
     name = f"{plan.base.name}-sweep" if plan.default_dir else None
-    plan.run_dir, lock, created = rundir.claim(plan.run_dir, what="mlgrad sweep", default_name=name)
+    plan.run_dir, lock, created = rundir.claim(
+        plan.run_dir, what="mlgrad sweep", default_name=name, resume=plan.resume
+    )
     try:
-        with out_of_memory_is_a_run_error(), runtime.compilation_cache(console):
-            outcomes, groups, devices = _train_groups(plan, console)
+        progress = SweepProgress(plan.run_dir)
+        if plan.resume:
+            check_resumable(plan)
+        with (
+            out_of_memory_is_a_run_error(),
+            runtime.compilation_cache(console),
+            stop_requests() as stop,
+            _interrupted_says_how_to_continue(plan),
+        ):
+            progress.start(plan)
+            outcomes, groups, devices = _Groups(plan, progress, stop, console).train()
         report = SweepReport(plan, outcomes, groups, devices)
         report.wall_time_s = round(time.perf_counter() - t0, 3)
         write_sweep(report, plots=plots, console=console)
+        progress.remove()
         return report
+    except OSError as e:
+        raise RunError(f"writing the run directory {plan.run_dir} failed: {e}") from None
     finally:
         lock.release()
         if created:
             rundir.remove_if_empty(plan.run_dir)
 
 
-def _train_groups(plan: SweepPlan, console: Console) -> tuple[list[Outcome], list[dict], list[Any]]:
-    """Trains the groups one after the other; each run's outcome, each group's record, and
-    the devices used."""
-    runs, groups = plan.runs, plan.groups
-    by_run: dict[int, Outcome] = {}
-    info: list[dict] = []
-    devices: dict[Any, Any] = {}
-    shape_keys = [a for a in shape_axes(plan.swept)]
-    console.info(
-        f"mlgrad: sweeping {runs[0].cfg.name}: {len(runs)} runs in {len(groups)} "
-        f"group{'s' if len(groups) != 1 else ''}"
-    )
-    for group in groups:
+@contextlib.contextmanager
+def _interrupted_says_how_to_continue(plan: SweepPlan) -> Iterator[None]:
+    """Any interruption (a stop request, or a second Ctrl-C that did not wait for the chunk)
+    as :class:`Interrupted` with the command that continues the sweep."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        command = shlex.join(["mlgrad", "sweep", str(plan.config), *plan.arguments])
+        raise Interrupted(
+            f"interrupted; the sweep's progress is saved in {plan.run_dir}; continue with: "
+            f"{command} --out {shlex.quote(str(plan.run_dir))} --resume",
+            signum,
+        ) from None
+
+
+class _Groups:
+    """The sweep's groups trained one after the other, each resumed from its progress."""
+
+    def __init__(
+        self, plan: SweepPlan, progress: SweepProgress, stop: StopRequest, console: Console
+    ) -> None:
+        self.plan, self.progress, self.stop, self.console = plan, progress, stop, console
+        self.devices: dict[Any, Any] = {}
+
+    def train(self) -> tuple[list[Outcome], list[dict], list[Any]]:
+        """Each run's outcome, each group's record, and the devices used."""
+        plan, by_run, info = self.plan, {}, []
+        n = len(plan.groups)
+        self.console.info(
+            f"mlgrad: sweeping {plan.runs[0].cfg.name}: {len(plan.runs)} runs in {n} "
+            f"group{'s' if n != 1 else ''}" + (" (resumed)" if plan.resume else "")
+        )
+        for group in plan.groups:
+            self._check_stop()
+            record = self.progress.finished_group(group)
+            if record is None:
+                record = self._train(group)
+            else:
+                self.console.info(f"group {group.index + 1}/{n}: done before the interruption")
+            info.append(record)
+            for run in group.runs:
+                by_run[run.index] = self.progress.outcome(run)
+        import jax
+
+        devices = [self.devices[k] for k in sorted(self.devices)] or jax.devices()[:1]
+        return [by_run[r.index] for r in plan.runs], info, devices
+
+    def _check_stop(self) -> None:
+        if self.stop.signal is not None:
+            raise Interrupted("stopped", self.stop.signal)
+
+    def _train(self, group: Group) -> dict:
+        """Trains the group (or what remains of it), saves each run's outcome and the
+        group's record; returns the record."""
+        shape_keys = shape_axes(self.plan.swept)
         optimizer_fn, uses_lr = _optimizer_fn(group.cfg)
         with precision(group.cfg):
             why = _why_not_vmapped(group, optimizer_fn)
         first = group.runs[0]
         label = " ".join(f"{a.key}={first.texts[a.key]}" for a in shape_keys)
         how = "one vmapped program" if not why else "one fit per run"
-        console.info(
-            f"group {group.index + 1}/{len(groups)}{': ' + label if label else ''}: "
-            f"{len(group.runs)} run{'s' if len(group.runs) != 1 else ''}, "
-            f"{group.cfg.train.steps} steps, as {how}" + (f" ({why})" if why else "")
+        vmapped = {"optimizer_fn": optimizer_fn, "uses_lr": uses_lr}
+        runs = len(group.runs)
+        self.console.info(
+            f"group {group.index + 1}/{len(self.plan.groups)}{': ' + label if label else ''}: "
+            f"{runs} run{'s' if runs != 1 else ''}, {group.cfg.train.steps} steps, as {how}"
+            + (f" ({why})" if why else "")
         )
         t = time.perf_counter()
         with precision(group.cfg):
-            if why:
-                outcomes, params = _train_one_by_one(group)
-            else:
-                outcomes, params = _train_vmapped(group, optimizer_fn, uses_lr)
+            train = self._one_by_one if why else functools.partial(self._vmapped, **vmapped)
+            params = train(group)
         seconds = round(time.perf_counter() - t, 3)
-        for d in runtime.devices_of(params):
-            devices[d.platform, d.id] = d
-        for run, outcome in zip(group.runs, outcomes, strict=True):
-            by_run[run.index] = outcome
-        info.append(
-            {
-                "group": group.index,
-                "runs": [r.index for r in group.runs],
-                "values": {a.key: first.texts[a.key] for a in shape_keys},
-                "compiled_as": how,
-                "note": why or None,
-                "wall_time_s": seconds,
-            }
+        if params is not None:
+            for d in runtime.devices_of(params):
+                self.devices[d.platform, d.id] = d
+        record = {
+            "group": group.index,
+            "runs": [r.index for r in group.runs],
+            "values": {a.key: first.texts[a.key] for a in shape_keys},
+            "compiled_as": how,
+            "note": why or None,
+            "wall_time_s": seconds,
+        }
+        self.progress.finish_group(group, record)
+        n_div = sum(self.progress.outcome(r).diverged for r in group.runs)
+        self.console.info(f"  done in {seconds:.1f} s" + (f"; {n_div} diverged" if n_div else ""))
+        return record
+
+    def _vmapped(self, group: Group, optimizer_fn: Any, uses_lr: bool) -> Any:
+        """The group as one call of :func:`mlgrad.training.sweep.sweep` (seeds x learning
+        rates), from its last checkpoint if there is one, checkpointed as it goes."""
+        import numpy as np
+
+        from mlgrad.training.sweep import initial_sweep_state, sweep
+
+        cfg = group.cfg
+        seeds = list(dict.fromkeys(r.seed for r in group.runs))
+        lrs = list(dict.fromkeys(float(r.learning_rate) for r in group.runs)) if uses_lr else [1.0]
+        kwargs = dict(
+            optimizer_fn=optimizer_fn,
+            learning_rates=lrs,
+            seeds=seeds,
+            steps=cfg.train.steps,
+            devices=cfg.train.devices,
         )
-        n_div = sum(o.diverged for o in outcomes)
-        console.info(f"  done in {seconds:.1f} s" + (f"; {n_div} diverged" if n_div else ""))
-    return [by_run[r.index] for r in runs], info, [devices[k] for k in sorted(devices)]
+        data = as_batch(group.data.train)
+        state, damaged = self.progress.restore_state(
+            group, lambda: initial_sweep_state(group.model.init, data, **kwargs)
+        )
+        if damaged:
+            self.console.warning(f"{damaged}; training the group from its start")
+        every, saved = cfg.train.checkpoint_every, [-math.inf, 0]  # [time, step] of the last
+        if state is not None:
+            saved[1] = int(state.step)
+            self.console.info(f"  continuing from step {saved[1]}")
+
+        def on_chunk(state: Any) -> None:
+            step = int(state.step)
+            due = step // every > saved[1] // every and time.monotonic() - saved[0] >= SAVE_SECONDS
+            if (due or self.stop.signal is not None) and step < cfg.train.steps:
+                self.progress.save_state(group, state)
+                saved[:] = [time.monotonic(), step]
+            _faults.kill_point("sweep_chunk")
+            self._check_stop()
+
+        result = sweep(
+            group.model.loss,
+            group.model.init,
+            data,
+            batch_size=cfg.train.batch_size,
+            state=state,
+            callback=on_chunk,
+            **kwargs,
+        )
+        metrics = _evaluator(group.model, group.data)(result.params)
+        for run in group.runs:
+            column = lrs.index(float(run.learning_rate)) if uses_lr else 0
+            j = seeds.index(run.seed) * len(lrs) + column  # sweep's seed-major grid
+            diverged = bool(result.diverged[j])
+            values = {k: math.nan if diverged else float(v[j]) for k, v in metrics.items()}
+            history = np.asarray(result.histories[j], np.float64)
+            self.progress.save_outcome(run, Outcome(history, values, diverged))
+        return result.params
+
+    def _one_by_one(self, group: Group) -> Any:
+        """The group's runs as separate :func:`mlgrad.fit` calls, each as ``mlgrad train``
+        does; a run done before an interruption is not trained again (one interrupted part-way
+        starts over)."""
+        import jax
+        import numpy as np
+
+        from mlgrad.config import build_optimizer
+        from mlgrad.training import TrainingDivergedError, fit
+
+        evaluate = _evaluator(group.model, group.data)
+        batch = as_batch(group.data.train)
+        params = None
+        for run in group.runs:
+            if self.progress.outcome(run) is not None:
+                continue
+            steps = run.cfg.train.steps
+            init_key, key = jax.random.split(jax.random.PRNGKey(run.seed))
+            history = np.full(steps, np.nan)
+            try:
+                result = fit(
+                    group.model.loss,
+                    group.model.init(init_key),
+                    batch,
+                    optimizer=build_optimizer(run.cfg.optimizer, steps=steps),
+                    steps=steps,
+                    batch_size=run.cfg.train.batch_size,
+                    key=key,
+                    devices=run.cfg.train.devices,
+                    callback=lambda *_: self._check_stop(),
+                )
+                params = result.params
+                history[:] = result.history
+                values = evaluate(jax.tree.map(lambda x: jax.numpy.asarray(x)[None], params))
+                metrics = {k: float(np.asarray(v)[0]) for k, v in values.items()}
+                diverged = not all(math.isfinite(v) for v in metrics.values())
+            except TrainingDivergedError as e:
+                history[: len(e.history)] = e.history
+                names = evaluate(jax.tree.map(lambda x: x[None], e.last_good_state.params))
+                metrics, diverged = dict.fromkeys(names, math.nan), True
+            if diverged:
+                metrics = dict.fromkeys(metrics, math.nan)
+            self.progress.save_outcome(run, Outcome(history, metrics, diverged))
+        return params
 
 
 def _optimizer_fn(cfg: Any) -> tuple[Any, bool]:
@@ -224,75 +392,3 @@ def _evaluator(model: Any, data: Any) -> Any:
 
     program = metrics_program(model, data, runs=True)
     return lambda params: {k: np.asarray(v) for k, v in program(params).items()}
-
-
-def _train_vmapped(group: Group, optimizer_fn: Any, uses_lr: bool) -> tuple[list[Outcome], Any]:
-    """The group as one call of :func:`mlgrad.training.sweep.sweep` (seeds x learning rates)."""
-    import numpy as np
-
-    from mlgrad.training.sweep import sweep
-
-    cfg = group.cfg
-    seeds = list(dict.fromkeys(r.seed for r in group.runs))
-    lrs = list(dict.fromkeys(float(r.learning_rate) for r in group.runs)) if uses_lr else [1.0]
-    result = sweep(
-        group.model.loss,
-        group.model.init,
-        as_batch(group.data.train),
-        optimizer_fn=optimizer_fn,
-        learning_rates=lrs,
-        seeds=seeds,
-        steps=cfg.train.steps,
-        batch_size=cfg.train.batch_size,
-        devices=cfg.train.devices,
-    )
-    metrics = _evaluator(group.model, group.data)(result.params)
-    outcomes = []
-    for run in group.runs:
-        column = lrs.index(float(run.learning_rate)) if uses_lr else 0
-        j = seeds.index(run.seed) * len(lrs) + column  # sweep's seed-major grid
-        diverged = bool(result.diverged[j])
-        values = {k: math.nan if diverged else float(v[j]) for k, v in metrics.items()}
-        outcomes.append(Outcome(np.asarray(result.histories[j], np.float64), values, diverged))
-    return outcomes, result.params
-
-
-def _train_one_by_one(group: Group) -> tuple[list[Outcome], Any]:
-    """The group's runs as separate :func:`mlgrad.fit` calls, each as ``mlgrad train`` does."""
-    import jax
-    import numpy as np
-
-    from mlgrad.config import build_optimizer
-    from mlgrad.training import TrainingDivergedError, fit
-
-    evaluate = _evaluator(group.model, group.data)
-    batch = as_batch(group.data.train)
-    outcomes, params = [], None
-    for run in group.runs:
-        steps = run.cfg.train.steps
-        init_key, key = jax.random.split(jax.random.PRNGKey(run.seed))
-        history = np.full(steps, np.nan)
-        try:
-            result = fit(
-                group.model.loss,
-                group.model.init(init_key),
-                batch,
-                optimizer=build_optimizer(run.cfg.optimizer, steps=steps),
-                steps=steps,
-                batch_size=run.cfg.train.batch_size,
-                key=key,
-                devices=run.cfg.train.devices,
-            )
-            params = result.params
-            history[:] = result.history
-            values = evaluate(jax.tree.map(lambda x: jax.numpy.asarray(x)[None], params))
-            metrics = {k: float(np.asarray(v)[0]) for k, v in values.items()}
-            diverged = not all(math.isfinite(v) for v in metrics.values())
-        except TrainingDivergedError as e:
-            history[: len(e.history)] = e.history
-            names = evaluate(jax.tree.map(lambda x: x[None], e.last_good_state.params))
-            metrics, diverged = dict.fromkeys(names, math.nan), True
-        if diverged:
-            metrics = dict.fromkeys(metrics, math.nan)
-        outcomes.append(Outcome(history, metrics, diverged))
-    return outcomes, params

@@ -30,6 +30,7 @@ from typing import Any
 
 from mlgrad.config import is_number
 from mlgrad.runs import rundir
+from mlgrad.runs.errors import UsageError
 from mlgrad.runs.setup import check_optimizer, load_data, mesh_of
 from mlgrad.runs.text import lr_text, table_text
 
@@ -287,8 +288,9 @@ class SweepPlan:
         runs: every run, in order, each with its validated config.
         groups: the runs grouped by compiled program.
         base: the base config (CONFIG with the single-valued overrides).
-        run_dir: the directory it will write (new or empty).
+        run_dir: the directory it will write (new or empty; resuming, an interrupted sweep's).
         default_dir: whether ``run_dir`` is a default name (it may move on to a free one).
+        resume: whether it continues the interrupted sweep in ``run_dir``.
     """
 
     config: Path
@@ -299,6 +301,7 @@ class SweepPlan:
     base: Any
     run_dir: Path
     default_dir: bool
+    resume: bool = False
 
     @property
     def swept(self) -> list[Axis]:
@@ -321,11 +324,16 @@ class SweepPlan:
 
 
 def prepare_sweep(
-    config: str | Path, arguments: Sequence[str], workdir: str | Path | None = None
+    config: str | Path,
+    arguments: Sequence[str],
+    workdir: str | Path | None = None,
+    *,
+    resume: bool = False,
 ) -> SweepPlan:
     """Parses the ``KEY=V1,V2,...`` arguments, validates every run and the run directory
-    (``runs/<name>-sweep-<UTC timestamp>`` by default; else it must be new or empty). Writes
-    nothing.
+    (``runs/<name>-sweep-<UTC timestamp>`` by default; else it must be new or empty, or with
+    ``resume`` hold the interrupted sweep to continue, which :func:`train_sweep` checks
+    under the directory's lock). Writes nothing.
 
     Raises:
         ConfigError, DataError: the first bad combination. UsageError: the run directory.
@@ -339,7 +347,18 @@ def prepare_sweep(
     axes = parse_axes(arguments)
     runs, groups = plan(config, axes)
     base = _base_config(config, axes, runs)
+    if resume and workdir is None:
+        raise UsageError("--resume needs --out DIR, the directory of the interrupted sweep.")
     run_dir = Path(workdir) if workdir is not None else rundir.default_run_dir(f"{base.name}-sweep")
-    rundir.check_can_create(run_dir)
-    rundir.check_empty(run_dir, advice="Choose another --out.")
-    return SweepPlan(config, list(arguments), axes, runs, groups, base, run_dir, workdir is None)
+    if resume:
+        if not run_dir.is_dir():
+            raise UsageError(f"--resume: {run_dir} does not exist; there is no sweep to resume.")
+    else:
+        rundir.check_can_create(run_dir)
+        rundir.check_empty(
+            run_dir,
+            advice="Pass --resume to continue an interrupted sweep in it, or choose another --out.",
+        )
+    return SweepPlan(
+        config, list(arguments), axes, runs, groups, base, run_dir, workdir is None, resume
+    )

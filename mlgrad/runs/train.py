@@ -54,12 +54,14 @@ from mlgrad.runs.setup import (
     Setup,
     as_batch,
     chunk_size,
+    data_fingerprint,
     final_metrics,
     initial_state,
     param_count,
     precision,
     prepare,
 )
+from mlgrad.runs.sweep_progress import is_sweep_in_progress
 
 #: Keys of the config that may change when a run is resumed.
 RESUMABLE_CHANGES = ("train.steps", "train.devices")
@@ -153,7 +155,11 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
     from mlgrad.config import ConfigError, RunConfig, config_diff, read_config_file
 
     saved_path = run_dir / "config.yaml"
-    if (run_dir / "sweep.json").exists() or (run_dir / "sweep.csv").exists():
+    if (
+        (run_dir / "sweep.json").exists()
+        or (run_dir / "sweep.csv").exists()
+        or is_sweep_in_progress(run_dir)
+    ):
         raise UsageError(
             f"--resume: {run_dir} is the directory of a sweep (it holds sweep.json), not of a "
             "run; give the run directory of an earlier 'mlgrad train ... --out DIR'."
@@ -191,21 +197,6 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
 
 #: Written when a run starts: what the run was trained on (the data's fingerprint).
 RUN_INFO = "run.json"
-
-
-def data_fingerprint(data: Any) -> str:
-    """A SHA-256 of the data a run trains and validates on (arrays, shapes, dtypes)."""
-    import hashlib
-
-    import numpy as np
-
-    h = hashlib.sha256()
-    for a in (data.x_train, data.y_train, data.x_val, data.y_val):
-        if a is not None:
-            a = np.ascontiguousarray(a)
-            h.update(f"{a.dtype}{a.shape}".encode())
-            h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def _check_same_data(setup: Setup, run_dir: Path) -> None:

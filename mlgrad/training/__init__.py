@@ -12,7 +12,7 @@ from typing import Any
 
 from mlgrad.training import parallel
 from mlgrad.training.fit import FitResult, TrainingDivergedError, TrainState, fit
-from mlgrad.training.sweep import SweepResult, sweep
+from mlgrad.training.sweep import SweepResult, SweepState, sweep
 
 # The checkpoint layer imports orbax (a quarter of a second): loaded on first use, so that
 # `import mlgrad` stays quick for calculus alone.
@@ -37,6 +37,7 @@ __all__ = [
     "DamagedCheckpointError",
     "FitResult",
     "SweepResult",
+    "SweepState",
     "TrainState",
     "TrainingDivergedError",
     "checkpoint",

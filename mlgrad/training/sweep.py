@@ -26,14 +26,15 @@ differences and times.
 Runs are independent under ``vmap``: a run whose loss or state becomes NaN or infinite does
 not touch the others; it is reported as diverged (final loss NaN) instead of raising.
 
-Limits (for now): the whole sweep is one chunk, so with mini-batches the epoch orders are
-drawn up front, once per seed (``seeds`` times one run's shuffling, a sort per epoch), and
-kept in one stack (``seeds x epochs x n`` int32 entries) from which each run gathers its own
-batches (``fit``'s ``_run_chunk`` with ``orders_offset``, the first row of the run's seed):
-8 seeds x 8 learning rates of the autoencoder, 10,000 steps on the 1,437 digits in batches of
-128, take 97 MB of temporary memory (XLA's count; 50 MB of it the orders; 456 MB when every
-run held a copy of its seed's orders). Shapes must agree across runs: only seeds and learning
-rates are swept; the compiled program depends on the numbers of seeds and of learning rates.
+Chunks: without a ``callback`` the whole sweep is one compiled chunk; with one (as
+``mlgrad sweep`` trains, to honour stop requests and save its progress) it runs in chunks of
+about :data:`CHUNK_SECONDS` each, and ``state=`` continues it. Chunking, stopping and
+continuing never change the result (bit-identical in the tests). With mini-batches each chunk
+draws the epoch orders it needs once per seed (a sort per epoch) into one stack from which
+each run gathers its own batches (``fit``'s ``_run_chunk`` with ``orders_offset``, the first
+row of the run's seed). Shapes must agree across runs: only seeds and learning rates are
+swept; the compiled program depends on the numbers of seeds and of learning rates (and on
+the chunk's length).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import functools
 import io
 import math
 import operator
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -55,7 +57,9 @@ from jax.sharding import Mesh
 from mlgrad.training.fit import (
     LossFn,
     PyTree,
+    _all_finite,
     _Batching,
+    _device_int,
     _distinct_arrays,
     _epoch_orders,
     _epochs_touched,
@@ -74,7 +78,7 @@ from mlgrad.training.parallel import (
     replicated,
 )
 
-__all__ = ["SweepResult", "sweep"]
+__all__ = ["SweepResult", "SweepState", "initial_sweep_state", "sweep"]
 
 InitFn = Callable[[jax.Array], PyTree]
 
@@ -149,77 +153,115 @@ class _Optimizer(NamedTuple):
         )
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("init_fn", "loss_fn", "optimizer", "layout", "plan", "steps", "mesh"),
-)
-def _sweep_program(
+class SweepState(NamedTuple):
+    """A sweep part-way: every run after ``step`` steps, enough to continue it exactly.
+
+    Attributes:
+      params: every run's parameters (leading run axis, the seed-major grid's order).
+      opt_state: every run's optimizer state (leading run axis).
+      step: the steps taken (an int32 scalar).
+      histories: ``(runs, step)`` the training losses so far (to the callback: a view of
+        the sweep's buffer, read it before the sweep goes on, or copy it).
+
+    :func:`sweep` gives it to its ``callback`` after every chunk and takes it back as
+    ``state=`` to continue; it is a pytree of arrays, so
+    :class:`mlgrad.training.Checkpointer` saves and restores it.
+    """
+
+    params: PyTree
+    opt_state: optax.OptState
+    step: jax.Array
+    histories: jax.Array
+
+
+def _constrain(tree: PyTree, mesh: Mesh | None, sharding: Callable[[Mesh], Any]) -> PyTree:
+    if mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, sharding(mesh))
+
+
+def _train_keys(seeds: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each seed's ``split(PRNGKey(seed))``: the init keys and the mini-batch-order keys."""
+    keys = jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s)))(seeds)
+    return keys[:, 0], keys[:, 1]
+
+
+@functools.partial(jax.jit, static_argnames=("init_fn", "optimizer", "mesh"))
+def _sweep_init(
     seeds: jax.Array,
     learning_rates: jax.Array,
-    arrays: tuple[jax.Array, ...],
     *,
     init_fn: InitFn,
+    optimizer: _Optimizer,
+    mesh: Mesh | None = None,
+) -> tuple[PyTree, optax.OptState]:
+    """Every run's params and optimizer state at step 0 (leading run axis ``R = S * L`` of
+    the seed-major grid ``seeds x learning_rates``); the params are computed once per seed
+    and repeated for its ``L`` runs."""
+    num_seeds, num_lrs = seeds.shape[0], learning_rates.shape[0]
+    per_run = functools.partial(jnp.repeat, repeats=num_lrs, axis=0)  # seed-major grid
+    params = jax.tree.map(per_run, jax.vmap(init_fn)(_train_keys(seeds)[0]))
+    run_lrs = jnp.tile(learning_rates, num_seeds)
+    opt_state = jax.vmap(lambda p, lr: optimizer.build(lr).init(p))(params, run_lrs)
+    return _constrain((params, opt_state), mesh, batch_sharding)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("loss_fn", "optimizer", "layout", "plan", "length", "mesh"),
+)
+def _sweep_chunk(
+    params: PyTree,
+    opt_state: optax.OptState,
+    step: jax.Array,
+    seeds: jax.Array,
+    arrays: tuple[jax.Array, ...],
+    *,
     loss_fn: LossFn,
     optimizer: _Optimizer,
     layout: _Layout,
     plan: _Batching | None,
-    steps: int,
+    length: int,
     mesh: Mesh | None = None,
 ) -> tuple[PyTree, optax.OptState, jax.Array]:
-    """Every run of the seed-major grid ``seeds x learning_rates`` (``S`` seeds, ``L``
-    learning rates, ``R = S * L`` runs): the final params and optimizer states (leading run
-    axis ``R``), and a buffer ``(R, steps + 2)`` per run: ``fit``'s chunk buffer (the status
-    of the final state, 0 or NaN, then the losses) and the full-data loss at the final params.
+    """``length`` more steps of every run from ``step``: the params and optimizer states,
+    and a buffer ``(R, length + 1)`` per run, ``fit``'s chunk buffer (the status of the
+    state, 0 or NaN, then the losses).
 
-    What depends only on the seed is computed once per seed: the initial params (repeated
-    for its ``L`` runs) and, with mini-batches, the epoch orders (drawing them is the costly
-    part: ``S`` instead of ``R`` times one run's shuffling; one shared stack, each run reading
-    its seed's rows). The training loop is a ``vmap`` over the ``R`` runs in which every run
-    gathers its own batch, as ``fit`` does: with
-    per-run batches XLA computes each run's loss and gradient with the solo run's arithmetic
-    (bit-identical to ``fit`` in the tests and the benchmark's mini-batch sweeps). A ``vmap``
-    over the seeds around one over the learning rates would gather each batch once per seed,
-    but XLA then contracts the shared batch with every run's residuals in one matrix product,
-    whose different summation order mini-batch SGD amplifies (float32 losses far apart from the
-    solo runs in ``benchmarks/sweep.py``'s sweeps) at no gain in time.
+    The loop is ``fit``'s own compiled chunk (:func:`mlgrad.training.fit._run_chunk`),
+    vmapped over the runs, each gathering its own batches: with per-run batches XLA computes
+    each run's loss and gradient with the solo run's arithmetic (bit-identical to ``fit`` in
+    the tests and the benchmark's mini-batch sweeps). A ``vmap`` over the seeds around one
+    over the learning rates would gather each batch once per seed, but XLA then contracts
+    the shared batch with every run's residuals in one matrix product, whose different
+    summation order mini-batch SGD amplifies, at no gain in time.
 
-    With a ``mesh`` the runs are split across its devices (the run axis constrained to
-    ``P("data")``; data and orders replicated): runs are independent, so each device trains
-    its share and nothing is communicated until the results are gathered, replicated on
-    every device (so that every process of a multi-process program can read them).
+    With mini-batches the chunk's epoch orders are drawn once per seed (``S`` instead of
+    ``R`` times one run's shuffling) into one stack, shared, from which run ``r`` reads its
+    seed's rows. With a ``mesh`` the runs are split across its devices (the run axis
+    constrained to ``P("data")``; data and orders replicated): runs are independent, so each
+    device trains its share and only the losses are gathered, replicated on every device.
     """
-
-    def constrain(tree: PyTree, sharding: Callable[[Mesh], Any]) -> PyTree:
-        if mesh is None:
-            return tree
-        return jax.lax.with_sharding_constraint(tree, sharding(mesh))
-
-    num_seeds, num_lrs = seeds.shape[0], learning_rates.shape[0]
-    keys = jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s)))(seeds)
-    init_keys, train_keys = keys[:, 0], keys[:, 1]
-    per_run = functools.partial(jnp.repeat, repeats=num_lrs, axis=0)  # seed-major grid
-    params = jax.tree.map(per_run, jax.vmap(init_fn)(init_keys))
-    run_lrs = jnp.tile(learning_rates, num_seeds)
-    opt_state = jax.vmap(lambda p, lr: optimizer.build(lr).init(p))(params, run_lrs)
+    num_seeds = seeds.shape[0]
+    num_lrs = jax.tree.leaves(params)[0].shape[0] // num_seeds
     # The update reads the learning rate from the state; the value given here is not used.
     transformation = optimizer.build(1.0)
     orders = offsets = None
     if plan is not None:
-        needed = (steps - 1) // plan.per_epoch + 1
-        count = _epochs_touched(steps, plan)
-        orders = jax.vmap(
-            lambda k: _epoch_orders(k, np.int32(0), np.int32(needed), plan=plan, count=count)
-        )(train_keys)  # (S, count, per_epoch * batch_size)
-        # One stack of the seeds' orders, shared (not batched); run r reads its seed's rows.
+        first_epoch = step // plan.per_epoch
+        needed = (step + length - 1) // plan.per_epoch - first_epoch + 1
+        count = _epochs_touched(length, plan)
+        orders = jax.vmap(lambda k: _epoch_orders(k, first_epoch, needed, plan=plan, count=count))(
+            _train_keys(seeds)[1]
+        )  # (S, count, per_epoch * batch_size)
         orders = orders.reshape(num_seeds * count, -1)
-        offsets = per_run(jnp.arange(num_seeds, dtype=jnp.int32) * count)
-    start = None if plan is None else jnp.zeros((), jnp.int32)
+        offsets = jnp.repeat(jnp.arange(num_seeds, dtype=jnp.int32) * count, num_lrs)
 
     def run(p: PyTree, s: optax.OptState, offset: jax.Array | None) -> tuple:
         p, s, buffer, _ = _run_chunk(
             p,
             s,
-            start,
+            None if plan is None else step,
             arrays,
             orders,
             None,
@@ -227,29 +269,49 @@ def _sweep_program(
             loss_fn=loss_fn,
             optimizer=transformation,
             plan=plan,
-            length=steps,
+            length=length,
             trace=False,
             orders_offset=offset,
         )
         return p, s, buffer
 
-    params, opt_state, offsets = constrain((params, opt_state, offsets), batch_sharding)
-    params, opt_state, buffers = constrain(
-        jax.vmap(run)(params, opt_state, offsets), batch_sharding
+    params, opt_state, offsets = _constrain((params, opt_state, offsets), mesh, batch_sharding)
+    params, opt_state, buffers = _constrain(
+        jax.vmap(run)(params, opt_state, offsets), mesh, batch_sharding
     )
+    return params, opt_state, _constrain(buffers, mesh, replicated)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "layout", "mesh"))
+def _sweep_final(
+    params: PyTree,
+    opt_state: optax.OptState,
+    arrays: tuple[jax.Array, ...],
+    *,
+    loss_fn: LossFn,
+    layout: _Layout,
+    mesh: Mesh | None = None,
+) -> tuple[PyTree, optax.OptState, jax.Array]:
+    """Every run's loss on the whole training data at its final params (NaN where the state
+    is not finite), with the params and states replicated on every device (so that every
+    process of a multi-process program can read them)."""
     data = layout.build(arrays)
-    final = jax.vmap(lambda p: _objective(p, data, None, loss_fn)[0])(params)
-    buffers = jnp.concatenate([buffers, final[:, None]], axis=1)
-    return constrain((params, opt_state, buffers), replicated)
+
+    def final(p: PyTree, s: optax.OptState) -> jax.Array:
+        loss = _objective(p, data, None, loss_fn)[0]
+        return jnp.where(_all_finite((p, s)), loss, jnp.nan)
+
+    losses = jax.vmap(final)(params, opt_state)
+    return _constrain((params, opt_state, losses), mesh, replicated)
 
 
 _EXECUTABLES: dict[Any, Any] = {}
-#: How many sweep programs were compiled in this process (tests count them).
+#: How many sweep training programs (chunks) were compiled in this process (tests count them).
 compilations = 0
 
 
 def _executable(args: tuple, static: dict[str, Any]) -> Any:
-    """The compiled sweep program for these argument shapes, checked to fit in memory first.
+    """The compiled chunk program for these argument shapes, checked to fit in memory first.
 
     Compiled ahead of time (``lower().compile()``, kept for the next call with the same
     shapes) so that XLA's own estimate of its memory (arguments, outputs, temporaries) can be
@@ -264,7 +326,7 @@ def _executable(args: tuple, static: dict[str, Any]) -> Any:
     key = (tuple(static.items()), jax.tree.structure(args), avals)
     global compilations
     if key not in _EXECUTABLES:
-        compiled = _sweep_program.lower(*args, **static).compile()
+        compiled = _sweep_chunk.lower(*args, **static).compile()
         compilations += 1
         _check_fits_in_memory(compiled, static["mesh"])
         if len(_EXECUTABLES) >= 16:
@@ -356,6 +418,36 @@ def _grid_arrays(seeds: Sequence[int], learning_rates: Sequence[float], dtype: A
     return _cached_grid(*key)
 
 
+#: Steps of the chunk that is timed to size the others when a sweep is trained in chunks
+#: (``callback``): long enough to time, short enough to stop within a moment even for large
+#: sweeps. Chunks start at multiples of it from the end (the first takes the remainder), so
+#: that a sweep compiles at most three chunk programs, also when it is resumed.
+FIRST_CHUNK = 64
+#: What the other chunks aim at, in seconds of training: the host checks in (stop requests,
+#: checkpoints) this often, and the per-chunk cost (a transfer, a callback) stays negligible.
+CHUNK_SECONDS = 0.5
+#: The longest chunk (as ``fit``'s LONG_CHUNK_SIZE).
+MAX_CHUNK = 1 << 16
+
+
+def _timed_length(seconds: float) -> int:
+    """The power of two of steps (a multiple of :data:`FIRST_CHUNK`) that takes about
+    :data:`CHUNK_SECONDS`, at the speed of a :data:`FIRST_CHUNK` chunk that took ``seconds``."""
+    steps = CHUNK_SECONDS / max(seconds, 1e-9) * FIRST_CHUNK
+    return 1 << max(FIRST_CHUNK.bit_length() - 1, min(int(steps).bit_length() - 1, 16))
+
+
+def _next_length(remaining: int, timed: int | None) -> int:
+    """The next chunk: what is left over a multiple of :data:`FIRST_CHUNK`, then one chunk of
+    that size (to be timed), then ``timed``-step chunks while they fit, then
+    :data:`FIRST_CHUNK` again."""
+    if remaining % FIRST_CHUNK:
+        return remaining % FIRST_CHUNK
+    if timed is None or remaining < timed:
+        return FIRST_CHUNK
+    return timed
+
+
 def sweep(
     loss_fn: LossFn,
     init_fn: InitFn,
@@ -368,6 +460,10 @@ def sweep(
     batch_size: int | None = None,
     optimizer_kwargs: Mapping[str, Any] | None = None,
     devices: Devices = "auto",
+    state: SweepState | None = None,
+    chunk_size: int | None = None,
+    callback: Callable[[SweepState], None] | None = None,
+    template_only: bool = False,
 ) -> SweepResult:
     r"""Trains every (seed, learning rate) pair as one vmapped, compiled program.
 
@@ -410,6 +506,17 @@ def sweep(
         communication between runs), and the results come back replicated on all of them.
         (When the number of runs does not divide evenly, XLA may compute them replicated:
         correct, but no faster than one device.)
+      state: a :class:`SweepState` (from ``callback``, or restored from a checkpoint) to
+        continue from; the result is bit-identical to the uninterrupted sweep's.
+      chunk_size: steps per compiled chunk. Default: the whole sweep in one chunk without
+        ``callback``; with it, chunks of about :data:`CHUNK_SECONDS` of training each (a
+        power of two of steps, from the time a :data:`FIRST_CHUNK`-step chunk took). The
+        chunking never changes the result, only how often the host checks in.
+      template_only: return the :class:`SweepState` at step 0 instead of training (see
+        :func:`initial_sweep_state`).
+      callback: called with the :class:`SweepState` after every chunk (on the host; the
+        arrays stay on the devices). It may save the state, or raise to stop the sweep (a
+        ``KeyboardInterrupt`` for a stop request, say): the sweep continues from that state.
 
     Returns:
       A :class:`SweepResult` with ``len(seeds) * len(learning_rates)`` runs.
@@ -431,6 +538,92 @@ def sweep(
     if not callable(init_fn):
         raise TypeError(f"sweep: init_fn must be callable (key -> params), got {init_fn!r}.")
     steps = _positive_int(steps, "steps")
+    if chunk_size is not None:
+        chunk_size = _positive_int(chunk_size, "chunk_size")
+    optimizer = _checked_optimizer(optimizer_fn, optimizer_kwargs)
+    leaves, treedef, n = _flatten_data(data, "data")
+    plan = None
+    if batch_size is not None:
+        batch_size = _positive_int(batch_size, "batch_size")
+        if batch_size < n:
+            plan = _Batching(n, batch_size, n % batch_size != 0)
+    arrays, layout = _distinct_arrays(leaves, treedef)
+    dtype = jnp.result_type(*(x for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)), float)
+    run_seeds, run_lrs, device_seeds, device_lrs = _grid_arrays(seeds, learning_rates, dtype)
+    mesh = data_mesh(devices)
+    device_int = _device_int
+    if mesh is not None:  # every device gets the data and the grid; each trains its runs
+        device_seeds, device_lrs, arrays = place(
+            (device_seeds, device_lrs, arrays), replicated(mesh)
+        )
+
+        def device_int(value: int) -> jax.Array:
+            return place(np.int32(value), replicated(mesh))
+
+    runs = len(run_seeds)
+    if state is None:
+        params, opt_state = _sweep_init(
+            device_seeds, device_lrs, init_fn=init_fn, optimizer=optimizer, mesh=mesh
+        )
+        start, histories = 0, np.zeros((runs, steps), dtype)
+    else:
+        params, opt_state, start, histories = _continued(state, runs, steps, dtype, mesh)
+    if template_only:
+        return SweepState(params, opt_state, np.int32(start), histories[:, :start])
+    finite = np.isfinite(histories[:, :start]).all(axis=1)
+    static = {
+        "loss_fn": loss_fn,
+        "optimizer": optimizer,
+        "layout": layout,
+        "plan": plan,
+        "mesh": mesh,
+    }
+    step, timed = start, None
+    while step < steps:
+        if chunk_size is not None:
+            length = min(chunk_size, steps - step)
+        elif callback is None:
+            length = steps - step
+        else:
+            length = _next_length(steps - step, timed)
+        args = (params, opt_state, device_int(step), device_seeds, arrays)
+        program = _executable(args, {**static, "length": length})
+        t0 = time.perf_counter()
+        params, opt_state, buffers = program(*args)
+        buffers = np.asarray(buffers)  # the one transfer (and sync) of the chunk
+        seconds = time.perf_counter() - t0
+        finite &= np.isfinite(buffers).all(axis=1)
+        histories[:, step : step + length] = buffers[:, 1:]
+        step += length
+        if callback is not None:
+            callback(SweepState(params, opt_state, np.int32(step), histories[:, :step]))
+        if timed is None and length == FIRST_CHUNK:
+            timed = _timed_length(seconds)
+    params, opt_state, final = _sweep_final(
+        params, opt_state, arrays, loss_fn=loss_fn, layout=layout, mesh=mesh
+    )
+    final = np.asarray(final)
+    diverged = ~(finite & np.isfinite(final))
+    final = np.where(diverged, np.nan, final)
+    return SweepResult(params, opt_state, histories, run_seeds, run_lrs, final, diverged)
+
+
+def initial_sweep_state(init_fn: InitFn, data: PyTree, **kwargs: Any) -> SweepState:
+    """The :class:`SweepState` a sweep starts from (step 0): with :func:`sweep`'s arguments
+    (but ``loss_fn``), e.g. the template to restore a saved sweep state into.
+
+    Example:
+      >>> like = initial_sweep_state(init, (x, y), optimizer_fn=optax.sgd,  # doctest: +SKIP
+      ...                            learning_rates=[0.1], seeds=[0, 1], steps=100)
+      >>> state = Checkpointer("sweep/checkpoints").restore(like)  # doctest: +SKIP
+    """
+    return sweep(None, init_fn, data, template_only=True, **kwargs)  # type: ignore[return-value]
+
+
+def _checked_optimizer(
+    optimizer_fn: Callable[..., optax.GradientTransformation],
+    optimizer_kwargs: Mapping[str, Any] | None,
+) -> _Optimizer:
     kwargs = tuple(sorted((optimizer_kwargs or {}).items()))
     if "learning_rate" in dict(kwargs):
         raise ValueError("sweep: pass the learning rates as learning_rates=, not optimizer_kwargs.")
@@ -442,32 +635,33 @@ def sweep(
             f"sweep: optimizer_kwargs values must be hashable (numbers, strings, tuples), got "
             f"{dict(kwargs)!r}."
         ) from None
-    leaves, treedef, n = _flatten_data(data, "data")
-    plan = None
-    if batch_size is not None:
-        batch_size = _positive_int(batch_size, "batch_size")
-        if batch_size < n:
-            plan = _Batching(n, batch_size, n % batch_size != 0)
-    arrays, layout = _distinct_arrays(leaves, treedef)
-    dtype = jnp.result_type(*(x for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)), float)
-    run_seeds, run_lrs, device_seeds, device_lrs = _grid_arrays(seeds, learning_rates, dtype)
-    mesh = data_mesh(devices)
-    if mesh is not None:  # every device gets the data and the grid; each trains its runs
-        device_seeds, device_lrs, arrays = place(
-            (device_seeds, device_lrs, arrays), replicated(mesh)
+    return optimizer
+
+
+def _continued(
+    state: Any, runs: int, steps: int, dtype: Any, mesh: Mesh | None
+) -> tuple[PyTree, optax.OptState, int, np.ndarray]:
+    """The params, optimizer states, step and histories of ``state``, checked against this
+    sweep (its number of runs, its steps) and placed on its devices."""
+    if not isinstance(state, SweepState):
+        raise TypeError(f"sweep: state must be a SweepState, got {type(state).__name__}.")
+    start = int(state.step)
+    histories = np.asarray(state.histories)
+    if histories.ndim != 2 or histories.shape[0] != runs:
+        raise ValueError(
+            f"sweep: state is of a sweep of {histories.shape[0] if histories.ndim else '?'} "
+            f"runs, this one has {runs} (seeds x learning rates); continue a sweep with the "
+            "seeds and learning rates it started with."
         )
-    static = {
-        "init_fn": init_fn,
-        "loss_fn": loss_fn,
-        "optimizer": optimizer,
-        "layout": layout,
-        "plan": plan,
-        "steps": steps,
-        "mesh": mesh,
-    }
-    program = _executable((device_seeds, device_lrs, arrays), static)
-    params, opt_state, buffers = program(device_seeds, device_lrs, arrays)
-    buffers = np.asarray(buffers)  # the one transfer (and sync)
-    diverged = ~np.isfinite(buffers).all(axis=1)
-    final = np.where(diverged, np.nan, buffers[:, -1])
-    return SweepResult(params, opt_state, buffers[:, 1:-1], run_seeds, run_lrs, final, diverged)
+    if not 0 <= start <= steps:
+        raise ValueError(
+            f"sweep: steps={steps} is the target total step count, but the state has already "
+            f"taken {start} steps; pass steps >= {start}."
+        )
+    out = np.zeros((runs, steps), dtype)
+    kept = min(start, histories.shape[1])
+    out[:, :kept] = histories[:, :kept]
+    params, opt_state = state.params, state.opt_state
+    if mesh is not None:
+        params, opt_state = place((params, opt_state), batch_sharding(mesh))
+    return params, opt_state, start, out
