@@ -343,8 +343,11 @@ class _Op:
     def bind(self, invals: Sequence[Any]) -> list[Any]:
         """Evaluates this single equation on concrete (or traced) operands."""
         bind_params = self.primitive.get_bind_params(self.params)
+        subfuns: Sequence[Any] = ()
+        if isinstance(bind_params, tuple):  # JAX < 0.9.2 returns (subfuns, params)
+            subfuns, bind_params = bind_params
         with self.ctx.manager:
-            out = self.primitive.bind(*invals, **bind_params)
+            out = self.primitive.bind(*subfuns, *invals, **bind_params)
         return list(out) if self.primitive.multiple_results else [out]
 
     def evaluate(self, values: Mapping[_Node, Any]) -> tuple[list[Any], Callable[..., Any] | None]:
