@@ -180,6 +180,32 @@ def test_two_writers_racing_for_one_directory_one_is_refused_and_the_killed_winn
     _assert_same_run(out, reference)
 
 
+def test_sigterm_stops_a_run_at_its_next_chunk_with_a_checkpoint(tmp_path):
+    """SIGTERM (a batch system's time limit) or Ctrl-C while a run trains: it saves a
+    checkpoint at the end of the chunk in flight, with the metrics up to it, and says how to
+    continue (exit 143)."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(rundir.__file__).resolve().parents[2])}
+    env.pop(KILL_ENV, None)
+    long_run = [str(LR), "train.steps=2000000", "train.checkpoint_every=1000000"]
+    argv = [sys.executable, "-m", "mlgrad", "train", *long_run, "--out", str(out), "--no-plots"]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("devices:"):  # training starts (after the compilation)
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and time.monotonic() - t0 < 5.0, err
+    assert f"continue with: mlgrad train {out}/config.yaml --out {out} --resume" in err
+    step = max(all_steps(out / "checkpoints"))
+    assert 0 < step < 2_000_000 and "Traceback" not in err
+    logged = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(logged) == step  # the metrics are never behind the checkpoint
+    runs.prepare_run(out / "config.yaml", out, resume=True)  # and it resumes
+
+
 # ---------------------------------------------------------------------------------------------
 # stopping and killing a sweep: it continues with --resume, bit for bit
 

@@ -569,20 +569,24 @@ def barrier(name: str) -> None:
             multihost_utils.sync_global_devices(name)
 
 
-def stop_together(failure: str | None, run_dir: Path) -> None:
+def stop_together(failure: str | None, run_dir: Path, stop: int | None = None) -> int | None:
     """Raises RunError(failure) if process 0, the only writer, failed to write, on every
     process at once (a process left alone would wait for the others at the next collective
-    forever). A barrier with several processes; with one, just the raise."""
+    forever). Returns process 0's stop request (the signal that asked it to stop, or None),
+    the same on every process, so that all of them save and stop together. A barrier with
+    several processes; with one, just the raise."""
     if is_multiprocess():
         import numpy as np
         from jax.experimental import multihost_utils
 
+        mine = np.array([failure is not None, stop or 0], np.int32)
         with lost_process_guard():
-            failed = multihost_utils.broadcast_one_to_all(np.int32(failure is not None))
-        if int(failed) and failure is None:
+            failed, stop = (int(x) for x in multihost_utils.broadcast_one_to_all(mine))
+        if failed and failure is None:
             failure = f"process 0 could not write the run directory {run_dir} (see its error)"
     if failure:
         raise RunError(failure)
+    return stop or None
 
 
 def agree(text: str) -> str:

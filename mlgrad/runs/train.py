@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +49,7 @@ from typing import Any
 from mlgrad import _faults
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
-from mlgrad.runs.errors import RunError, UsageError, out_of_memory_is_a_run_error
+from mlgrad.runs.errors import Interrupted, RunError, UsageError, out_of_memory_is_a_run_error
 from mlgrad.runs.metrics_log import MetricsLog
 from mlgrad.runs.setup import (
     Setup,
@@ -61,6 +62,7 @@ from mlgrad.runs.setup import (
     precision,
     prepare,
 )
+from mlgrad.runs.stops import StopRequest, stop_requests
 from mlgrad.runs.sweep_progress import is_sweep_in_progress
 
 #: Keys of the config that may change when a run is resumed.
@@ -265,6 +267,13 @@ def train_run(
             precision(plan.setup.cfg),
         ):
             return _Training(plan, console or Console()).run(plots=plots)
+    except Interrupted as e:
+        saved = plan.run_dir / "config.yaml"
+        raise Interrupted(
+            f"interrupted at step {e}; the checkpoint is saved, continue with: mlgrad train "
+            f"{shlex.quote(str(saved))} --out {shlex.quote(str(plan.run_dir))} --resume",
+            e.signum,
+        ) from None
     finally:
         if lock is not None:
             lock.release()
@@ -310,6 +319,7 @@ class _Training:
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", write=False)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.t0 = time.perf_counter()
+        self.stop = StopRequest()  # Ctrl-C or SIGTERM while fit trains: save, then stop
 
     def run(self, *, plots: bool) -> dict[str, Any] | None:
         state0 = self._initial_state()
@@ -403,10 +413,10 @@ class _Training:
 
     def _train(self, state: Any, start: int) -> tuple[Any, Any]:
         """``fit`` from ``state`` to ``train.steps``, logging and checkpointing each chunk."""
-        from mlgrad.training import TrainingDivergedError, fit
+        from mlgrad.training import TrainingDivergedError
         from mlgrad.training.checkpoint import Checkpointer, CheckpointError
 
-        setup, train_cfg = self.setup, self.cfg.train
+        train_cfg = self.cfg.train
         val_batch = self._val_batch()
         self.ckpt = Checkpointer(self.ckpt_dir, keep=train_cfg.keep_checkpoints)
         result = None
@@ -416,22 +426,8 @@ class _Training:
             if start == 0:
                 self._save(state)
             if start < train_cfg.steps:
-                result = fit(
-                    setup.model.loss,
-                    None,
-                    as_batch(setup.data.train),
-                    optimizer=setup.optimizer,
-                    steps=train_cfg.steps,
-                    batch_size=train_cfg.batch_size,
-                    val_data=val_batch,
-                    eval_every=train_cfg.eval_every if val_batch is not None else None,
-                    state=state,
-                    chunk_size=chunk_size(train_cfg, val_batch is not None),
-                    callback=self._chunk_callback(val_batch),
-                    progress=self.console.progress,
-                    trace_params=param_count(state.params) <= 2,
-                    devices=1 if setup.mesh is None else list(setup.mesh.devices.flat),
-                )
+                with stop_requests() as self.stop:
+                    result = self._fit(state, val_batch)
                 state = result.state
         except TrainingDivergedError as e:
             raise self._diverged(e, start) from None
@@ -440,6 +436,28 @@ class _Training:
         finally:
             self.ckpt.close()
         return state, result
+
+    def _fit(self, state: Any, val_batch: Any) -> Any:
+        """``fit`` from ``state`` to ``train.steps`` with the chunk callback."""
+        from mlgrad.training import fit
+
+        setup, train_cfg = self.setup, self.cfg.train
+        return fit(
+            setup.model.loss,
+            None,
+            as_batch(setup.data.train),
+            optimizer=setup.optimizer,
+            steps=train_cfg.steps,
+            batch_size=train_cfg.batch_size,
+            val_data=val_batch,
+            eval_every=train_cfg.eval_every if val_batch is not None else None,
+            state=state,
+            chunk_size=chunk_size(train_cfg, val_batch is not None),
+            callback=self._chunk_callback(val_batch),
+            progress=self.console.progress,
+            trace_params=param_count(state.params) <= 2,
+            devices=1 if setup.mesh is None else list(setup.mesh.devices.flat),
+        )
 
     def _val_batch(self) -> Any:
         data, mesh = self.setup.data, self.setup.mesh
@@ -481,12 +499,14 @@ class _Training:
             checkpoint = step % train_cfg.checkpoint_every == 0 or step == steps
             failure = None
             try:
-                log.flush(force=checkpoint)
+                log.flush(force=checkpoint or self.stop.signal is not None)
             except OSError as e:
                 failure = f"writing the run directory {self.run_dir} failed: {e}"
-            runtime.stop_together(failure, self.run_dir)
-            if checkpoint:
+            stop = runtime.stop_together(failure, self.run_dir, self.stop.signal)
+            if checkpoint or stop:
                 self._save(s)
+            if stop:
+                raise Interrupted(str(step), stop)  # train_run adds how to continue
 
         return on_chunk
 
