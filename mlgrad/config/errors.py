@@ -7,7 +7,7 @@ import difflib
 import types
 import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 
 class ConfigError(ValueError):
@@ -54,7 +54,7 @@ def _suggest(word: str, options: Sequence[str], prefix: str = "") -> str:
     return f" Did you mean `{_join(prefix, match[0])}`?" if match else ""
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

@@ -14,10 +14,8 @@ from mlgrad.config.errors import ConfigError, _fmt, _suggest, _typename
 
 def _yaml_loader() -> Any:
     """OmegaConf's YAML loader (1e-3 is a float, duplicate keys and alias bombs are errors)."""
-    try:
-        from omegaconf._yaml import get_yaml_loader  # omegaconf >= 2.4
-    except ImportError:  # pragma: no cover - omegaconf 2.3
-        from omegaconf._utils import get_yaml_loader
+    from omegaconf._yaml import get_yaml_loader
+
     return get_yaml_loader()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -15,7 +15,7 @@ from mlgrad.config.files import _apply_override, _config_path, _read_config_file
 from mlgrad.config.models import _check_model, _find_model
 from mlgrad.config.optimizers import optimizer_spec
 from mlgrad.config.schema import _RANGES, _RUN_NAME, RunConfig
-from mlgrad.config.structured import check_fits, check_section
+from mlgrad.config.structured import check_fits, check_section, to_dict
 
 
 def _origin(key: str, overrides: Sequence[tuple[str, str]], path: Path) -> str:
@@ -92,7 +92,7 @@ def validate_config(
         5
     """
     if isinstance(config, DictConfig):
-        tree = OmegaConf.to_container(config, resolve=True)
+        tree = to_dict(config, resolve=True)
     elif isinstance(config, Mapping):
         tree = _plain_copy(config)
     else:
@@ -136,7 +136,7 @@ def _validate(tree: dict, base: Path) -> tuple[DictConfig, Any]:
     check_fits(checked["model"], "model", dtype)
     checked["data"] = _check_data(checked["data"], base)
     optimizer_spec(checked["optimizer"], steps=checked["train"]["steps"], dtype=dtype)
-    return OmegaConf.merge(OmegaConf.structured(RunConfig), checked), module
+    return cast(DictConfig, OmegaConf.merge(OmegaConf.structured(RunConfig), checked)), module
 
 
 def _resolved(tree: dict) -> dict:
@@ -145,7 +145,7 @@ def _resolved(tree: dict) -> dict:
         bad = next(k for k in tree if not isinstance(k, str))
         raise ConfigError(f"`{bad}`: keys must be names (strings), got {_typename(bad)}.", str(bad))
     try:
-        return OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
+        return to_dict(OmegaConf.create(tree), resolve=True)
     except OmegaConfBaseException as e:
         full_key = str(getattr(e, "full_key", None) or "")
         msg = str(getattr(e, "msg", None) or e).splitlines()[0].strip()

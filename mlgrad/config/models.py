@@ -7,7 +7,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mlgrad.config.errors import ConfigError, _fmt, _typename
-from mlgrad.config.structured import check_section
+from mlgrad.config.structured import check_section, to_dict
 
 
 def _find_model(name: Any) -> Any:
@@ -79,5 +79,5 @@ def model_config(cfg: DictConfig, module: Any) -> Any:
     Returns:
         ``module.Config(**fields)``, the fields of ``cfg.model`` without ``name``.
     """
-    fields = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+    fields = {k: v for k, v in to_dict(cfg.model).items() if k != "name"}
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(module.Config), fields))

@@ -11,10 +11,11 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mlgrad.config.errors import ConfigError, _fmt, _join, _suggest, _typename, is_number
 from mlgrad.config.schema import MAX_SEED, MAX_STEPS
+from mlgrad.config.structured import to_dict
 
 #: Largest L-BFGS memory (``memory_size``): its state holds memory_size copies of the
 #: parameters, so a larger one only exhausts memory.
@@ -387,7 +388,7 @@ def optimizer_spec(
     """
 
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = to_dict(cfg, resolve=True)
     if not isinstance(cfg, Mapping):
         raise ConfigError(
             f"`{prefix}` must be a mapping such as {{name: adam, learning_rate: 0.01}}, got "
@@ -544,7 +545,7 @@ def learning_rate_key(cfg: Mapping | DictConfig) -> str:
         'chain.1.learning_rate'
     """
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = to_dict(cfg, resolve=True)
     index = _learning_rate_index(cfg) if "chain" in cfg else None
     return "learning_rate" if index is None else f"chain.{index}.learning_rate"
 
@@ -552,7 +553,7 @@ def learning_rate_key(cfg: Mapping | DictConfig) -> str:
 def optimizer_label(cfg: Mapping | DictConfig) -> str:
     """A short name for an optimizer section: ``adam``, or ``clip_by_global_norm + adamw``."""
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = to_dict(cfg, resolve=True)
     if "chain" in cfg:
         return " + ".join(str(e.get("name")) for e in cfg["chain"] if isinstance(e, Mapping))
     return str(cfg.get("name"))
@@ -561,7 +562,7 @@ def optimizer_label(cfg: Mapping | DictConfig) -> str:
 def learning_rate(cfg: Mapping | DictConfig) -> Any:
     """The run's learning rate (a number, a schedule mapping, or None: the default)."""
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = to_dict(cfg, resolve=True)
     node: Any = cfg
     for part in learning_rate_key(cfg).split("."):
         node = node[int(part)] if part.isdigit() else node.get(part)
@@ -644,7 +645,7 @@ def check_optimizer_on(
     if reason is None:
         return
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = to_dict(cfg, resolve=True)
     key, label = "optimizer.name", "the optimizer"
     if isinstance(cfg, Mapping):
         key, label = "optimizer.name", f"optax.{cfg.get('name')}"

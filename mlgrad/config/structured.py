@@ -29,6 +29,11 @@ from mlgrad.config.schema import _RANGES
 _BOUNDED = frozenset(key for key, _, _ in _RANGES)
 
 
+def to_dict(cfg: Any, **kwargs: Any) -> dict[str, Any]:
+    """``OmegaConf.to_container(cfg, **kwargs)`` of a mapping config, typed as the dict it is."""
+    return typing.cast("dict[str, Any]", OmegaConf.to_container(cfg, **kwargs))
+
+
 def check_section(value: Any, cls: type, key: str, skip: Sequence[str] = ()) -> dict:
     """``value`` (a mapping) checked against the dataclass ``cls``: a plain dict of every field
     (defaults filled in), without the ``skip`` keys.
@@ -46,7 +51,7 @@ def check_section(value: Any, cls: type, key: str, skip: Sequence[str] = ()) -> 
     tree = _strict(tree, cls, key)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(cls), tree)
-        return OmegaConf.to_container(merged, throw_on_missing=True)
+        return to_dict(merged, throw_on_missing=True)
     except OmegaConfBaseException as e:
         raise _translate(e, cls, key, skip) from None
     except (TypeError, ValueError) as e:  # a structure OmegaConf cannot merge
