@@ -586,7 +586,8 @@ class _Graph:
     def atom_name(self, a: Any, names: Mapping[_Node, str]) -> str:
         if isinstance(a, Literal):
             text = _number(np.asarray(a.val))
-            if jnp.issubdtype(a.aval.dtype, jnp.floating) and text.lstrip("-").isdigit():
+            aval: Any = a.aval  # a ShapedArray (the type checker sees an AbstractValue)
+            if jnp.issubdtype(aval.dtype, jnp.floating) and text.lstrip("-").isdigit():
                 text += ".0"  # show that the literal is a float: 2.0, not 2
             return text
         return names[a]

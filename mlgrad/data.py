@@ -145,7 +145,7 @@ class Dataset:
             )
         if (self.x_val is None) != (self.y_val is None):
             raise DataError("x_val and y_val must both be given or both be None")
-        if self.x_val is not None:
+        if self.x_val is not None and self.y_val is not None:
             if np.shape(self.x_val)[1:] != self.x_train.shape[1:]:
                 raise DataError(
                     f"x_val has shape {np.shape(self.x_val)} but x_train has {self.x_train.shape}"
@@ -166,7 +166,7 @@ class Dataset:
     @property
     def val(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The validation batch ``(x_val, y_val)``, or ``None`` without a split."""
-        return None if self.x_val is None else (self.x_val, self.y_val)
+        return None if self.x_val is None or self.y_val is None else (self.x_val, self.y_val)
 
     def label(self, column: str) -> str:
         """An axis label for a column: its known meaning with units, else its name."""
@@ -842,6 +842,7 @@ def load(
     else:
         path = _expand(path)
         where, data_key = str(path), "path"
+        assert resolved is not None  # check_source resolves a path when no name is given
         suffix = resolved.suffix.lower()
         try:
             size = resolved.stat().st_size

@@ -22,14 +22,14 @@ TICK_SIZE = 10
 DPI = 150
 
 
-def use_log_scale(*series: Sequence[float], decades: float = 1.0) -> bool:
+def use_log_scale(*series: Sequence[float] | np.ndarray, decades: float = 1.0) -> bool:
     """Whether a log y axis shows these values better: all positive, spanning > ``decades``.
 
     Example:
         >>> use_log_scale([1.0, 0.5, 0.01]), use_log_scale([1.0, 0.5])
         (True, False)
     """
-    values = np.concatenate([np.asarray(s, np.float64).ravel() for s in series] or [[]])
+    values = np.concatenate([np.asarray(s, np.float64).ravel() for s in series] or [np.empty(0)])
     values = values[np.isfinite(values)]
     if values.size == 0 or np.any(values <= 0):
         return False
@@ -38,10 +38,10 @@ def use_log_scale(*series: Sequence[float], decades: float = 1.0) -> bool:
 
 def loss_curve(
     path: str | Path,
-    steps: Sequence[int],
-    train_loss: Sequence[float],
-    val_steps: Sequence[int] = (),
-    val_loss: Sequence[float] = (),
+    steps: Sequence[int] | np.ndarray,
+    train_loss: Sequence[float] | np.ndarray,
+    val_steps: Sequence[int] | np.ndarray = (),
+    val_loss: Sequence[float] | np.ndarray = (),
     *,
     title: str = "Loss curve",
     loss_label: str = "loss",
@@ -164,7 +164,7 @@ def loss_curves(
         PosixPath('curves.png')
     """
     from matplotlib import colormaps
-    from matplotlib.colors import ListedColormap, LogNorm, Normalize
+    from matplotlib.colors import Colormap, ListedColormap, LogNorm, Normalize
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
@@ -200,7 +200,7 @@ def loss_curves(
         vmin, vmax = float(cvals.min()), float(cvals.max())
         vmax = vmax if vmax > vmin else vmin * 1.0001 + 1e-12
         norm = (LogNorm if vmin > 0 else Normalize)(vmin, vmax)
-        if families is not None and len(families) <= len(FAMILIES):
+        if families is not None and color_groups is not None and len(families) <= len(FAMILIES):
             # A colour family per group, darker for larger values.
             maps = {g: colormaps[FAMILIES[i]] for i, g in enumerate(families)}
             colors = [
@@ -208,7 +208,8 @@ def loss_curves(
                 for g, v in zip(color_groups, cvals, strict=True)
             ]
         else:
-            cmap = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.9, 256)))  # no yellow
+            # viridis without its yellow end
+            cmap: Colormap = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.9, 256)))
             colors = [cmap(float(norm(v))) for v in cvals]
     if color_values is None or (families is not None and len(families) > len(FAMILIES)):
         cmap = colormaps["tab10" if len(distinct) <= 10 else "tab20"]

@@ -28,7 +28,8 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module = importlib.import_module("mlgrad.training.checkpoint")
-    return module if _LAZY[name] is None else getattr(module, _LAZY[name])
+    attr = _LAZY[name]
+    return module if attr is None else getattr(module, attr)
 
 
 __all__ = [

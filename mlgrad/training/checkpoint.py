@@ -343,6 +343,7 @@ class Checkpointer:
             raise CheckpointError(
                 f"cannot create the checkpoint directory {self.directory}: {e}"
             ) from e
+        assert manager is not None  # a writer's manager always opens
         if step in manager.all_steps():
             raise ValueError(
                 f"a checkpoint for step {step} already exists in {self.directory}; "
@@ -382,8 +383,10 @@ class Checkpointer:
                 f"no checkpoint of step {step} in {self.directory}; available steps: {steps}."
             )
         abstract = _abstract(like)
+        manager = self._manager
+        assert manager is not None  # all_steps() opened it
         try:
-            found = self._manager.item_metadata(step)
+            found = manager.item_metadata(step)
         except Exception as e:  # unreadable metadata: damaged on disk
             raise DamagedCheckpointError(step, self.directory / str(step), _one_line(e)) from e
         found = getattr(found, "tree", found)
@@ -395,7 +398,7 @@ class Checkpointer:
         with _quiet_async_failures():
             damaged = None
             try:
-                state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+                state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
             except Exception as e:  # the arrays cannot be read back
                 damaged = DamagedCheckpointError(step, self.directory / str(step), _one_line(e))
             if damaged is not None:  # raised outside the except: no traceback keeps orbax's
