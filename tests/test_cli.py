@@ -211,7 +211,13 @@ def test_run_writes_all_files_and_reaches_least_squares(cli):
 
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 201))  # log_every 1
-    assert all(set(r) == {"step", "train_loss"} for r in records)  # no validation split
+    # no validation split; the learning rate and the gradient's norm of every logged step
+    assert all(set(r) == {"step", "train_loss", "lr", "grad_norm"} for r in records)
+    assert all(r["lr"] == pytest.approx(0.1) for r in records)  # the config's sgd(0.1)
+    # the first step's gradient, at w = 0: d/dw mean((w x + b - y)^2), d/db likewise
+    x = (data.x_train[:, 0] - data.x_train[:, 0].mean()) / data.x_train[:, 0].std()
+    grad0 = [np.mean(2 * -data.y_train * x), np.mean(2 * -data.y_train)]
+    assert records[0]["grad_norm"] == pytest.approx(np.linalg.norm(grad0), rel=1e-5)
     assert "devices: " in res.err
     assert res.out.startswith("done: 200 steps") and "run" in res.out
 

@@ -457,7 +457,18 @@ class _Training:
             progress=self.console.progress,
             trace_params=param_count(state.params) <= 2,
             devices=1 if setup.mesh is None else list(setup.mesh.devices.flat),
+            learning_rate=self._recorded_learning_rate(),
         )
+
+    def _recorded_learning_rate(self) -> Any:
+        """The run's learning rate (a number or the built schedule) for the metrics' ``lr``;
+        None (logged as null) for a chain, whose rate lives in one of its elements."""
+        from mlgrad.config import optimizer_spec
+
+        if "chain" in self.cfg.optimizer:
+            return None
+        _, kwargs = optimizer_spec(self.cfg.optimizer, steps=self.cfg.train.steps)
+        return kwargs.get("learning_rate")
 
     def _val_batch(self) -> Any:
         data, mesh = self.setup.data, self.setup.mesh
@@ -484,14 +495,15 @@ class _Training:
         steps = train_cfg.steps
         val_metrics = jax.jit(self.setup.model.metrics)
 
-        def on_chunk(s: Any, losses: Any, val_loss: float | None) -> None:
+        def on_chunk(s: Any, losses: Any, val_loss: float | None, records: Any) -> None:
             _faults.kill_point("chunk")
             step = int(s.step)
             first = step - len(losses) + 1
+            lr, grad_norm = records.step_metrics["lr"], records.step_metrics["grad_norm"]
             for i, loss in enumerate(losses):
                 k = first + i
                 if k % train_cfg.log_every == 0 or k == steps or k == 1:
-                    log.record(k, train_loss=loss)
+                    log.record(k, train_loss=loss, lr=lr[i], grad_norm=grad_norm[i])
             if val_loss is not None:
                 extra = val_metrics(s.params, val_batch)
                 extra = {f"val_{k}": v for k, v in extra.items() if k != "loss"}

@@ -173,7 +173,7 @@ def _handler() -> ocp.StandardCheckpointHandler:
         _faults.kill_point("checkpoint_tmp")
         return futures
 
-    handler.async_save = save_then_kill  # type: ignore[method-assign]
+    handler.async_save = save_then_kill
     return handler
 
 
@@ -181,15 +181,25 @@ def _is_typed_key(x: Any) -> bool:
     return jnp.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
 
 
-def _storable(state: TrainState) -> TrainState:
+def _fields(state: TrainState) -> dict[str, Any]:
+    """The state as orbax stores it: its fields by name, ``model_state`` only when there is
+    one (so the checkpoints of stateless runs, and those written before mlgrad had model
+    states, keep one layout)."""
+    fields = state._asdict()
+    if fields.get("model_state") is None:
+        fields.pop("model_state", None)
+    return fields
+
+
+def _storable(state: TrainState) -> dict[str, Any]:
     """Arrays only: Python numbers become arrays and every typed PRNG key (the run's, or one
     in an optimizer's state such as ``optax.noisy_sgd``'s) its raw key data."""
     return jax.tree.map(
-        lambda x: jax.random.key_data(x) if _is_typed_key(x) else jnp.asarray(x), state
+        lambda x: jax.random.key_data(x) if _is_typed_key(x) else jnp.asarray(x), _fields(state)
     )
 
 
-def _abstract(like: TrainState) -> TrainState:
+def _abstract(like: TrainState) -> dict[str, Any]:
     """Shape/dtype/sharding structs of the template (typed keys as their raw key data)."""
     default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
@@ -203,7 +213,7 @@ def _abstract(like: TrainState) -> TrainState:
             sharding = default
         return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding)
 
-    return jax.tree.map(struct, like)
+    return jax.tree.map(struct, _fields(like))
 
 
 def _with_typed_keys(state: Any, like: TrainState) -> TrainState:
@@ -214,7 +224,8 @@ def _with_typed_keys(state: Any, like: TrainState) -> TrainState:
             return jax.random.wrap_key_data(x, impl=jax.random.key_impl(template))
         return x
 
-    return jax.tree.map(wrap, TrainState(*state), like)
+    restored = TrainState(**state) if isinstance(state, dict) else TrainState(*state)
+    return jax.tree.map(wrap, restored, like)
 
 
 def _path_str(path: tuple[Any, ...]) -> str:
@@ -234,7 +245,7 @@ def _describe(x: Any) -> str:
     return f"{np.dtype(x.dtype).name}{list(x.shape)}"
 
 
-def _mismatches(expected: TrainState, found: Any) -> list[str]:
+def _mismatches(expected: Any, found: Any) -> list[str]:
     """Differences between the template's arrays and the checkpoint's, one line each."""
     want = {_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
     have = {_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(found)[0]}

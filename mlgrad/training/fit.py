@@ -107,13 +107,17 @@ class TrainState(NamedTuple):
       opt_state: the optax optimizer state.
       step: int32 scalar, the number of optimizer steps taken.
       key: the run's base PRNG key (``jax.random.PRNGKey(seed)``); it never changes during the
-        run, the batch order of epoch ``e`` is drawn from ``jax.random.fold_in(key, e)``.
+        run, the batch order of epoch ``e`` is drawn from ``jax.random.fold_in(key, e)`` and
+        (``with_key``) the loss's key of step ``t`` is ``fold_in(split(key)[1], t)``.
+      model_state: the model's non-trained state (batch statistics, counters) of a
+        ``model_state=`` run; None otherwise.
     """
 
     params: PyTree
     opt_state: optax.OptState
     step: jax.Array
     key: jax.Array
+    model_state: PyTree = None
 
 
 class FitResult(NamedTuple):
@@ -130,6 +134,12 @@ class FitResult(NamedTuple):
       state: the final :class:`TrainState` (pass it back as ``state=`` to continue).
       param_trace: with ``trace_params=True`` the parameters after every step run by this call,
         as a pytree of NumPy arrays with a leading step axis; otherwise ``None``.
+      aux_history: with ``has_aux=True`` the loss's auxiliary outputs of every step run by
+        this call, ``{name: (steps_run,) array}``; an empty dict otherwise.
+      step_metrics: ``{"lr": ..., "grad_norm": ...}``, each ``(steps_run,)``: the learning
+        rate of each step (from ``learning_rate=``, or an ``optax.inject_hyperparams``
+        state; NaN when neither tells) and the global norm of its gradient.
+      model_state: the final model state (``state.model_state``; None without one).
     """
 
     params: PyTree
@@ -138,6 +148,21 @@ class FitResult(NamedTuple):
     val_history: np.ndarray
     state: TrainState
     param_trace: PyTree | None
+    aux_history: dict[str, np.ndarray] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
+    step_metrics: dict[str, np.ndarray] = {}  # noqa: RUF012
+    model_state: PyTree = None
+
+
+class ChunkMetrics(NamedTuple):
+    """The per-step records of a chunk that a 4-argument ``callback`` receives.
+
+    Attributes:
+      aux: ``{name: (chunk steps,) array}``, the loss's auxiliary outputs (``has_aux``).
+      step_metrics: ``{"lr": ..., "grad_norm": ...}`` for the chunk's steps.
+    """
+
+    aux: dict[str, np.ndarray]
+    step_metrics: dict[str, np.ndarray]
 
 
 DIVERGED_MESSAGE = (
@@ -177,10 +202,11 @@ class _Batching(NamedTuple):
     batch_size: int
     masked: bool  # some slots are padding: per-example losses and a masked mean
     slots: int = 0  # examples computed per step when padded past batch_size (data parallel)
+    drop: bool = False  # drop_remainder: an epoch is n // batch_size full batches
 
     @property
     def per_epoch(self) -> int:
-        return -(-self.n // self.batch_size)
+        return self.n // self.batch_size if self.drop else -(-self.n // self.batch_size)
 
     @property
     def width(self) -> int:
@@ -233,18 +259,89 @@ def _check_scalar_loss(loss: Any) -> jax.Array:
     return loss
 
 
+class _Loss(NamedTuple):
+    """How ``fit`` calls the user's ``loss_fn`` (static, hashable: part of the program's key).
+
+    ``loss_fn(params, batch)``; ``(params, model_state, batch)`` when ``stateful``; with
+    ``with_key`` the step's key last. It returns the loss, ``(loss, aux)`` with ``has_aux``,
+    and ``(that, new_model_state)`` when ``stateful`` (Flax's and Haiku's convention).
+    """
+
+    fn: Callable[..., Any]
+    with_key: bool = False
+    has_aux: bool = False
+    stateful: bool = False
+
+    def __call__(
+        self, params: PyTree, model_state: PyTree, batch: PyTree, key: jax.Array | None
+    ) -> tuple[jax.Array, dict[str, jax.Array], PyTree]:
+        """``(loss, aux, new_model_state)``, aux ``{}`` and the state None when unused."""
+        args = (params, model_state, batch) if self.stateful else (params, batch)
+        out = self.fn(*args, key) if self.with_key else self.fn(*args)
+        new_state = None
+        if self.stateful:
+            out, new_state = _pair(out, "(output, new_model_state)", "model_state=")
+        aux: dict[str, jax.Array] = {}
+        if self.has_aux:
+            out, aux = _pair(out, "(loss, aux)", "has_aux=True")
+            aux = _checked_aux(aux)
+        return _check_scalar_loss(out), aux, new_state
+
+
+def _pair(out: Any, what: str, option: str) -> tuple[Any, Any]:
+    if not isinstance(out, tuple | list) or len(out) != 2:
+        raise TypeError(
+            f"fit: with {option} loss_fn must return a pair {what}, got {type(out).__name__}."
+        )
+    return out[0], out[1]
+
+
+def _checked_aux(aux: Any) -> dict[str, jax.Array]:
+    if not isinstance(aux, dict) or not all(isinstance(k, str) for k in aux):
+        raise TypeError(
+            "fit: with has_aux=True the aux that loss_fn returns must be a dict of scalars "
+            f"keyed by name, e.g. {{'accuracy': acc}}, got {type(aux).__name__}."
+        )
+    for k, v in aux.items():
+        if jnp.shape(v) != ():
+            raise TypeError(
+                f"fit: aux[{k!r}] must be a scalar (a value per step), got shape "
+                f"{jnp.shape(v)}; reduce it over the batch (jnp.mean)."
+            )
+    return {k: jnp.asarray(v) for k, v in sorted(aux.items())}
+
+
+def _as_loss(loss_fn: Callable[..., Any] | _Loss) -> _Loss:
+    return loss_fn if isinstance(loss_fn, _Loss) else _Loss(loss_fn)
+
+
 def _objective(
-    params: PyTree, batch: PyTree, mask: jax.Array | None, loss_fn: LossFn
-) -> tuple[jax.Array, jax.Array]:
-    """The batch loss (returned twice: the second copy is the aux value of the gradient)."""
+    params: PyTree,
+    batch: PyTree,
+    mask: jax.Array | None,
+    loss_fn: LossFn | _Loss,
+    model_state: PyTree = None,
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, tuple[jax.Array, dict[str, jax.Array], PyTree]]:
+    """The batch's loss and ``(loss, aux, new_model_state)`` (the gradient's aux):
+    ``loss_fn`` itself, or with a ``mask`` (padded slots) the mean of the per-example
+    losses (and aux) over the real examples, exact for a loss that is a mean over the batch
+    (``fit``'s contract). Only a loss without key or model state is masked (``fit``
+    enforces it): per-example calls would share one key, and batch statistics of one
+    example mean nothing."""
+    loss = _as_loss(loss_fn)
     if mask is None:
-        loss = _check_scalar_loss(loss_fn(params, batch))
-    else:
-        singles = jax.tree.map(lambda x: x[:, None], batch)  # B batches of size 1
-        per_example = jax.vmap(lambda b: _check_scalar_loss(loss_fn(params, b)))(singles)
-        total = jnp.sum(jnp.where(mask, per_example, jnp.zeros_like(per_example)))
-        loss = total / jnp.sum(mask).astype(per_example.dtype)
-    return loss, loss
+        value, aux, new_state = loss(params, model_state, batch, key)
+        return value, (value, aux, new_state)
+    singles = jax.tree.map(lambda x: x[:, None], batch)  # B batches of size 1
+    values, auxes, _ = jax.vmap(lambda b: loss(params, None, b, None))(singles)
+    count = jnp.sum(mask).astype(values.dtype)
+
+    def masked_mean(v: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.where(mask, v, jnp.zeros_like(v))) / count.astype(v.dtype)
+
+    value = masked_mean(values)
+    return value, (value, {k: masked_mean(v) for k, v in auxes.items()}, None)
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "count"))
@@ -261,12 +358,15 @@ def _epoch_orders(
     needed epochs are drawn (a permutation is a few sorts, as costly as a dozen small training
     steps).
     """
-    pad = plan.per_epoch * plan.batch_size - plan.n
+    pad = plan.per_epoch * plan.batch_size - plan.n  # < 0: the examples dropped
 
     def order(j: jax.Array, orders: jax.Array) -> jax.Array:
         epoch_key = jax.random.fold_in(key, first_epoch + j)
         perm = jax.random.permutation(epoch_key, plan.n).astype(jnp.int32)
-        perm = jnp.concatenate([perm, perm[:pad]]) if pad else perm
+        if pad > 0:
+            perm = jnp.concatenate([perm, perm[:pad]])
+        elif pad < 0:
+            perm = perm[:pad]
         return jax.lax.dynamic_update_index_in_dim(orders, perm, j, 0)
 
     orders = jnp.zeros((count, plan.per_epoch * plan.batch_size), jnp.int32)
@@ -313,13 +413,16 @@ def _batch(
 def _train_step(
     params: PyTree,
     opt_state: optax.OptState,
+    model_state: PyTree,
     batch: PyTree,
     mask: jax.Array | None,
+    key: jax.Array | None,
     *,
-    loss_fn: LossFn,
+    loss_fn: _Loss,
     optimizer: optax.GradientTransformation,
-) -> tuple[PyTree, optax.OptState, jax.Array]:
-    """One optimizer step: the new params and optimizer state, and the batch loss.
+) -> tuple[PyTree, optax.OptState, PyTree, jax.Array, dict[str, jax.Array], jax.Array]:
+    """One optimizer step: the new params, optimizer state and model state, the batch loss,
+    its aux and the global norm of the gradient.
 
     With a mask (ragged mini-batches) only the last batch of an epoch has padding. On CPU a
     ``lax.cond`` gives the full batches to ``loss_fn`` itself and only the ragged one to the
@@ -330,47 +433,98 @@ def _train_step(
     """
     grad_fn = gradient(_objective, has_aux=True)
     if mask is None:
-        grads, loss = grad_fn(params, batch, None, loss_fn)
+        grads, (loss, aux, new_model_state) = grad_fn(
+            params, batch, None, loss_fn, model_state, key
+        )
     else:
 
-        def masked(p: PyTree, b: PyTree, m: jax.Array) -> tuple[PyTree, jax.Array]:
+        def masked(p: PyTree, b: PyTree, m: jax.Array) -> tuple[PyTree, Any]:
             return grad_fn(p, b, m, loss_fn)
 
-        def full_or_masked(p: PyTree, b: PyTree, m: jax.Array) -> tuple[PyTree, jax.Array]:
+        def full_or_masked(p: PyTree, b: PyTree, m: jax.Array) -> tuple[PyTree, Any]:
             full = lambda p, b, m: grad_fn(p, b, None, loss_fn)  # noqa: E731
             return jax.lax.cond(jnp.all(m), full, masked, p, b, m)
 
-        grads, loss = jax.lax.platform_dependent(
+        grads, (loss, aux, new_model_state) = jax.lax.platform_dependent(
             params, batch, mask, cpu=full_or_masked, default=masked
         )
     if isinstance(optimizer, optax.GradientTransformationExtraArgs):
         # Line-search optimizers (optax.lbfgs) need the loss value and a way to re-evaluate
         # it; the others ignore these arguments, so their compiled program is unchanged.
         def value_fn(p: PyTree) -> jax.Array:
-            return _objective(p, batch, mask, loss_fn)[0]
+            return _objective(p, batch, mask, loss_fn, model_state, key)[0]
 
         updates, new_opt_state = optimizer.update(
             grads, opt_state, params, value=loss, grad=grads, value_fn=value_fn
         )
     else:
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_opt_state, loss
+    params = optax.apply_updates(params, updates)
+    return params, new_opt_state, new_model_state, loss, aux, _global_norm(grads)
+
+
+def _global_norm(tree: PyTree) -> jax.Array:
+    """sqrt(sum of every leaf's squared entries) (optax's global norm, across its versions)."""
+    squares = [jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)]
+    return jnp.sqrt(functools.reduce(jnp.add, squares, jnp.zeros(())))
+
+
+def _hyperparameter(opt_state: optax.OptState, name: str) -> jax.Array | None:
+    """``name`` in the first ``optax.inject_hyperparams`` state inside ``opt_state``."""
+    found = jax.tree.leaves(opt_state, is_leaf=lambda x: hasattr(x, "hyperparams"))
+    for node in found:
+        value = getattr(node, "hyperparams", {}).get(name) if hasattr(node, "hyperparams") else None
+        if value is not None:
+            return jnp.asarray(value)
+    return None
+
+
+def _learning_rate(
+    schedule: Any, opt_state: optax.OptState, step: jax.Array, dtype: Any
+) -> jax.Array:
+    """The learning rate of the step that starts after ``step`` steps: ``schedule(step)`` (or
+    the number ``schedule``), else the ``learning_rate`` that ``optax.inject_hyperparams``
+    put in ``opt_state`` (the state after that step's update), else NaN."""
+    if callable(schedule):
+        value = schedule(step)
+    elif schedule is not None:
+        value = schedule
+    else:
+        value = _hyperparameter(opt_state, "learning_rate")
+    return jnp.asarray(jnp.nan if value is None else value).astype(dtype)
+
+
+#: Rows of a chunk's buffer before the aux rows: the loss (column 0: the state's status), the
+#: gradient norm, the learning rate.
+_LOSS, _GRAD_NORM, _LR, _AUX = 0, 1, 2, 3
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("layout", "loss_fn", "optimizer", "plan", "length", "trace", "mesh", "real"),
+    static_argnames=(
+        "layout",
+        "loss_fn",
+        "optimizer",
+        "plan",
+        "length",
+        "trace",
+        "mesh",
+        "real",
+        "schedule",
+    ),
 )
 def _run_chunk(
     params: PyTree,
     opt_state: optax.OptState | None,
-    step: jax.Array | None,
+    model_state: PyTree,
+    step: jax.Array,
+    key: jax.Array | None,
     arrays: tuple[jax.Array, ...],
     orders: jax.Array | None,
     count: jax.Array | None,
     *,
     layout: _Layout,
-    loss_fn: LossFn,
+    loss_fn: _Loss,
     optimizer: optax.GradientTransformation,
     plan: _Batching | None,
     length: int,
@@ -378,12 +532,13 @@ def _run_chunk(
     mesh: Mesh | None = None,
     real: int | None = None,
     orders_offset: jax.Array | None = None,
-) -> tuple[PyTree, optax.OptState, jax.Array, PyTree | None]:
+    schedule: Any = None,
+) -> tuple[PyTree, optax.OptState, PyTree, jax.Array, PyTree | None]:
     """``length`` optimizer steps (or ``count < length`` of them) from the state after
     ``step`` steps, as one compiled loop; ``opt_state=None`` initialises the optimizer first
     (a fresh run).
 
-    The loop body is the step and the write of its loss (and, with ``trace``, its params)
+    The loop body is the step and the write of its records (and, with ``trace``, its params)
     into a buffer, nothing else. With ``count=None`` the loop runs ``length`` steps, a trip
     count XLA knows (its CPU loop then skips the loop test, its GPU loop the per-iteration
     transfer of the test to the host): the training path. A ``count`` array runs that many
@@ -393,8 +548,8 @@ def _run_chunk(
     ``arrays`` are the data's distinct arrays (``layout`` rebuilds the data pytree);
     ``orders`` the epoch orders of :func:`_epoch_orders` from the epoch of ``step`` (None
     for full batches), its epochs from row ``orders_offset`` on when given (a sweep's runs
-    share one stack of their seeds' orders). ``step`` only places mini-batches (None with
-    full batches) and the PRNG key is not an argument: the caller keeps both.
+    share one stack of their seeds' orders). ``key`` is the run's key when the loss takes
+    one (step ``t``'s key is ``fold_in(split(key)[1], t)``), else None.
 
     Data parallel (``mesh``, a one-axis mesh ``("data",)``): every batch is constrained to be
     split along its examples across the mesh's devices and the state to be replicated; XLA
@@ -403,18 +558,20 @@ def _run_chunk(
     across the devices, ``real`` is the number of real examples and the rest are masked.
 
     Returns:
-      (the params and optimizer state after the steps, a buffer of ``length + 1`` entries,
-      the params after every step or None). ``buffer[0]`` is the status of the final state
-      (0 when its params and optimizer state are all finite, NaN otherwise) and
-      ``buffer[1 : steps + 1]`` are the losses (later entries, and trace entries
-      ``steps:``, are unused), so that one transfer and one ``isfinite`` pass on the host
-      (faster there than XLA's CPU reduction) check the chunk.
+      (the params, optimizer state and model state after the steps, a buffer of
+      ``(3 + aux, length + 1)`` entries, the params after every step or None). Row 0 is
+      the status of the final state (column 0: 0 when its params and states are all finite,
+      NaN otherwise) and the losses (columns ``1 : steps + 1``); rows 1 and 2 the gradient
+      norms and learning rates and the next rows the aux values (sorted by name), in the
+      same columns; so that one transfer and one ``isfinite`` pass on the host check the
+      chunk.
     """
     if opt_state is None:  # a fresh run: the optimizer's init in the same program
         # The barrier keeps XLA from folding the initial values (constants for most
         # optimizers) into the loop, so the loop computes exactly as from a given state.
         opt_state = jax.lax.optimization_barrier(optimizer.init(params))
     first_epoch = None if plan is None else step // plan.per_epoch
+    stream = None if key is None else jax.random.split(key)[1]
 
     def constrain(tree: PyTree, spec: PartitionSpec) -> PyTree:
         if mesh is None:
@@ -432,40 +589,63 @@ def _run_chunk(
         batch, mask = constrain((batch, mask), PartitionSpec(DATA_AXIS))
         return layout.build(batch), mask
 
-    loss_shape = jax.eval_shape(lambda p, b: _objective(p, *b, loss_fn)[0], params, batch_of(0))
+    def key_of(i: jax.Array | int) -> jax.Array | None:
+        return None if stream is None else jax.random.fold_in(stream, step + i)
+
+    loss_shape, (_, aux_shape, _) = jax.eval_shape(
+        lambda p, m, b: _objective(p, *b, loss_fn, m, key_of(0)),
+        params,
+        model_state,
+        batch_of(0),
+    )
+    dtype = loss_shape.dtype
 
     def body(i, carry):
-        params, opt_state, losses, params_trace = carry
+        params, opt_state, model_state, records, params_trace = carry
         batch, mask = batch_of(i)
-        params, opt_state, loss = _train_step(
-            params, opt_state, batch, mask, loss_fn=loss_fn, optimizer=optimizer
+        params, opt_state, model_state, loss, aux, grad_norm = _train_step(
+            params,
+            opt_state,
+            model_state,
+            batch,
+            mask,
+            key_of(i),
+            loss_fn=loss_fn,
+            optimizer=optimizer,
         )
-        losses = jax.lax.dynamic_update_index_in_dim(losses, loss, i + 1, 0)
+        # the rate this update used (an injected one is in the state after the update)
+        lr = _learning_rate(schedule, opt_state, step + i, dtype)
+        values = [loss, grad_norm.astype(dtype), lr, *(aux[k].astype(dtype) for k in aux)]
+        records = jax.lax.dynamic_update_index_in_dim(records, jnp.stack(values), i + 1, 1)
         if trace:
             params_trace = jax.tree.map(
                 lambda buf, p: jax.lax.dynamic_update_index_in_dim(buf, p, i, 0),
                 params_trace,
                 params,
             )
-        return params, opt_state, losses, params_trace
+        return params, opt_state, model_state, records, params_trace
 
-    losses = jnp.zeros((length + 1,), loss_shape.dtype)
+    records = jnp.zeros((_AUX + len(aux_shape), length + 1), dtype)
     params_trace = None
     if trace:
         params_trace = jax.tree.map(
             lambda p: jnp.zeros((length, *jnp.shape(p)), jnp.result_type(p)), params
         )
-    init = (params, opt_state, losses, params_trace)
+    init = (params, opt_state, model_state, records, params_trace)
     trips = length if count is None else count  # `length`, a Python int, is a static count
-    params, opt_state, losses, params_trace = jax.lax.fori_loop(0, trips, body, init)
-    status = jnp.where(_all_finite((params, opt_state)), 0.0, jnp.nan).astype(losses.dtype)
-    losses = losses.at[0].set(status)
-    return constrain((params, opt_state, losses, params_trace), PartitionSpec())
+    params, opt_state, model_state, records, params_trace = jax.lax.fori_loop(0, trips, body, init)
+    finite = _all_finite((params, opt_state, model_state))
+    status = jnp.where(finite, 0.0, jnp.nan).astype(dtype)
+    records = records.at[_LOSS, 0].set(status)
+    return constrain((params, opt_state, model_state, records, params_trace), PartitionSpec())
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn",))
-def _eval_loss(params: PyTree, data: PyTree, *, loss_fn: LossFn) -> jax.Array:
-    return _check_scalar_loss(loss_fn(params, data))
+def _eval_loss(
+    params: PyTree, model_state: PyTree, key: jax.Array | None, data: PyTree, *, loss_fn: _Loss
+) -> jax.Array:
+    """The loss on ``data`` (the model state is read, not updated)."""
+    return loss_fn(params, model_state, data, key)[0]
 
 
 def _flatten_data(data: PyTree, what: str) -> tuple[list[jax.Array], Any, int]:
@@ -513,9 +693,9 @@ def _default_key() -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("optimizer",))
 def _init_state(
-    params: PyTree, key: jax.Array, *, optimizer: optax.GradientTransformation
+    params: PyTree, key: jax.Array, model_state: PyTree, *, optimizer: optax.GradientTransformation
 ) -> TrainState:
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key)
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key, model_state)
 
 
 @functools.lru_cache(maxsize=256)
@@ -525,7 +705,7 @@ def _device_int(value: int) -> jax.Array:
     return jnp.asarray(value, jnp.int32)
 
 
-def _seed_state(params: PyTree, key: Any) -> TrainState:
+def _seed_state(params: PyTree, key: Any, model_state: PyTree = None) -> TrainState:
     """A fresh run's state without its optimizer state (``opt_state=None``)."""
     if params is None:
         raise ValueError("fit: params is None; pass initial parameters, or state= to resume.")
@@ -533,7 +713,7 @@ def _seed_state(params: PyTree, key: Any) -> TrainState:
     if not all(isinstance(x, jax.Array) and x.dtype.kind in "fc" for x in leaves):
         params = as_float(params, "fit: params")  # Python numbers, NumPy arrays, or an error
     key = _default_key() if key is None else jnp.asarray(key)
-    return TrainState(params, None, _device_int(0), key)
+    return TrainState(params, None, _device_int(0), key, model_state)
 
 
 def _split_across(
@@ -581,7 +761,7 @@ def _find_divergence(
     if nonfinite.size:
         hi = int(nonfinite[0])  # steps before the first non-finite loss
         before, buffer, _ = run(state, first, hi, len(losses))
-        if np.asarray(buffer)[0] == 0:  # the state after `hi` steps is finite
+        if np.asarray(buffer)[_LOSS, 0] == 0:  # the state after `hi` steps is finite
             return hi + 1, before
     else:
         hi = len(losses)  # the losses are finite: the final state is not
@@ -589,13 +769,103 @@ def _find_divergence(
     while hi - lo > 1:
         mid = (lo + hi) // 2
         after, buffer, _ = run(good, first + lo, mid - lo, len(losses))
-        if np.asarray(buffer)[0] == 0:
+        if np.asarray(buffer)[_LOSS, 0] == 0:
             lo, good = mid, after
         else:
             hi = mid
     if good.opt_state is None:  # a fresh run's seed: its initialised state, no steps taken
         good = run(good, first, 0, len(losses))[0]
     return hi, good
+
+
+class LossContractWarning(UserWarning):
+    """``fit``'s loss does not look like a mean over the batch (see ``check_loss``)."""
+
+
+def _check_exact_batches(loss: _Loss, plan: _Batching | None, real: int | None, mesh: Any) -> None:
+    """Refuses padded, per-example-averaged batches for a loss with a key or model state."""
+    if not (loss.with_key or loss.stateful):
+        return
+    what = " and ".join(["with_key=True"] * loss.with_key + ["model_state="] * loss.stateful)
+    if plan is not None and plan.masked and plan.slots == 0:
+        raise ValueError(
+            f"fit: with {what} every batch must be whole, but {plan.n} examples do not split "
+            f"into batches of {plan.batch_size}: the last batch of each epoch would be "
+            "averaged per example (one key for all of them, or batch statistics of one "
+            "example). Pass drop_remainder=True, or a batch_size that divides the data."
+        )
+    if (plan is not None and plan.masked) or real is not None:
+        raise ValueError(
+            f"fit: with {what} every batch must split evenly across the {mesh.size} devices "
+            "(padded slots would be averaged per example); make the batch size (or, with full "
+            "batches, the number of examples) a multiple of the device count, or pass devices=1."
+        )
+
+
+def _check_mean(loss: _Loss, params: PyTree, data: PyTree, batch_size: int) -> None:
+    """Warns when ``loss`` of a batch is not the size-weighted mean of the losses of its two
+    halves, as a mean over the examples (plus batch-independent terms) is."""
+    import warnings
+
+    b = max(2, min(batch_size, jax.tree.leaves(data)[0].shape[0]))
+    k = b // 2
+    whole, first, second = (float(v) for v in _batch_and_halves(params, data, loss=loss, b=b))
+    mean = (k * first + (b - k) * second) / b
+    if not abs(whole - mean) <= 1e-3 * (abs(whole) + abs(mean)) + 1e-12:
+        warnings.warn(
+            f"fit: loss_fn does not look like a mean over the batch: the loss of {b} examples "
+            f"is {whole:.6g}, but the size-weighted mean of its halves' losses is {mean:.6g} "
+            "(a sum gives about twice that). With a ragged last batch (n % batch_size != 0) "
+            "the engine averages that batch per example, which is exact only for a mean over "
+            "the examples plus batch-independent terms: use jnp.mean, or pass "
+            "drop_remainder=True. Silence this with check_loss=False.",
+            LossContractWarning,
+            stacklevel=3,
+        )
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "b"))
+def _batch_and_halves(params: PyTree, data: PyTree, *, loss: _Loss, b: int) -> tuple:
+    """The loss of the first ``b`` examples and of their two halves (one program, kept)."""
+    k = b // 2
+
+    def of(lo: int, hi: int) -> jax.Array:
+        return loss(params, None, jax.tree.map(lambda x: x[lo:hi], data), None)[0]
+
+    return of(0, b), of(0, k), of(k, b)
+
+
+def _aux_names(
+    loss: _Loss, state: TrainState, data: PyTree, plan: _Batching | None, key: Any
+) -> list[str]:
+    """The names of the loss's aux outputs (sorted; traced only, nothing runs)."""
+    if not loss.has_aux:
+        return []
+    rows = jax.tree.leaves(data)[0].shape[0] if plan is None else plan.width
+    batch = jax.tree.map(lambda x: x[:rows], data)
+    out = jax.eval_shape(
+        lambda p, m, b, k: loss(p, m, b, k)[1], state.params, state.model_state, batch, key
+    )
+    return sorted(out)
+
+
+def _chunk_metrics(table: np.ndarray, aux_names: list[str]) -> ChunkMetrics:
+    """The aux and step metrics of a chunk's records (rows as in :func:`_run_chunk`)."""
+    aux = {name: table[_AUX + i] for i, name in enumerate(aux_names)}
+    return ChunkMetrics(aux, {"lr": table[_LR], "grad_norm": table[_GRAD_NORM]})
+
+
+def _takes_four(callback: Callable[..., Any]) -> bool:
+    """Whether ``callback`` accepts a fourth positional argument."""
+    import inspect
+
+    try:
+        inspect.signature(callback).bind(None, None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (a builtin): the three-argument form
+        return False
+    return True
 
 
 def fit(
@@ -615,6 +885,12 @@ def fit(
     progress: bool = False,
     trace_params: bool = False,
     devices: Devices = "auto",
+    with_key: bool = False,
+    has_aux: bool = False,
+    model_state: PyTree = None,
+    drop_remainder: bool = False,
+    learning_rate: Any = None,
+    check_loss: bool = True,
 ) -> FitResult:
     r"""Minimises ``loss_fn`` by gradient descent, compiled by XLA in ``lax.scan`` chunks.
 
@@ -657,11 +933,34 @@ def fit(
         of one length share a compiled program (a shorter last chunk compiles its own).
       callback: ``callback(state, losses, val_loss)``, called on the host after every chunk
         with the state after the chunk, the chunk's losses (NumPy) and the validation loss at
-        ``state.step`` (None when it was not evaluated at this boundary). Not called for a
-        chunk in which training diverged.
+        ``state.step`` (None when it was not evaluated at this boundary); a callback that
+        takes a fourth argument also gets the chunk's :class:`ChunkMetrics` (aux and step
+        metrics). Not called for a chunk in which training diverged.
       progress: show a progress bar (rich) on stderr.
       trace_params: record the parameters after every step (``FitResult.param_trace``), e.g.
         to draw the gradient-descent path over a loss surface.
+      with_key: call ``loss_fn(..., key)`` with a fresh PRNG key every step (dropout, noise,
+        a VAE's sample): step ``t``'s key (``t`` steps taken before it) is
+        ``fold_in(split(key)[1], t)``, a stream apart from the mini-batch orders'
+        ``fold_in(key, epoch)``, so runs stay bit-identical on resume and in a sweep.
+      has_aux: ``loss_fn`` returns ``(loss, aux)``, ``aux`` a dict of scalars (accuracy, a KL
+        term) recorded for every step (``FitResult.aux_history``).
+      model_state: the model's initial non-trained state (batch statistics, counters): then
+        ``loss_fn(params, model_state, batch[, key])`` returns ``(loss, new_model_state)``
+        (``((loss, aux), new_model_state)`` with ``has_aux``; Flax's and Haiku's
+        convention), carried through the compiled loop, checkpointed with the state and
+        replicated across devices like the parameters (``FitResult.model_state``).
+      drop_remainder: with mini-batches, each epoch is ``n // batch_size`` full batches and
+        the ``n % batch_size`` examples its shuffle puts last sit it out (the tf.data and
+        PyTorch convention). Needed with ``with_key`` or ``model_state`` when the batch does
+        not divide ``n``: a ragged batch is averaged per example, which would give every
+        example the same key, or batch statistics of one example.
+      learning_rate: the learning rate (a number or an optax schedule of the step) to record
+        in ``step_metrics["lr"]``; by default the one ``optax.inject_hyperparams`` keeps in
+        the optimizer state, else NaN. Recorded only: the optimizer trains as it is.
+      check_loss: with a ragged last batch (deterministic, stateless runs), check once at the
+        start that ``loss_fn`` is a mean over the batch (the loss of a batch against those
+        of its two halves) and warn (:class:`LossContractWarning`) if it is not.
       devices: where to train: ``"auto"`` (every device JAX sees), a number ``N`` (the first
         ``N`` of ``jax.devices()``) or a list of devices. With more than one, training is
         data parallel (:mod:`mlgrad.training.parallel`): each batch is split along its
@@ -699,7 +998,10 @@ def fit(
         batch_size = _positive_int(batch_size, "batch_size")
     plan = None
     if batch_size is not None and batch_size < n:
-        plan = _Batching(n, batch_size, n % batch_size != 0)
+        ragged = n % batch_size != 0
+        plan = _Batching(n, batch_size, ragged and not drop_remainder, drop=drop_remainder)
+    stateful = model_state is not None or (state is not None and state.model_state is not None)
+    objective = _Loss(loss_fn, bool(with_key), bool(has_aux), stateful)
     if val_data is not None:
         val_leaves, val_treedef, _ = _flatten_data(val_data, "val_data")
         val_data = jax.tree.unflatten(val_treedef, val_leaves)
@@ -719,7 +1021,7 @@ def fit(
 
     fresh = state is None
     if fresh:
-        state, start = _seed_state(params, key), 0
+        state, start = _seed_state(params, key, model_state), 0
     elif not isinstance(state, TrainState):
         raise TypeError(f"fit: state must be a TrainState, got {type(state).__name__}.")
     else:
@@ -730,6 +1032,11 @@ def fit(
                 f"taken {start} steps; pass steps >= {start}."
             )
         state = state._replace(step=jnp.asarray(state.step, jnp.int32))
+        if model_state is not None:
+            raise ValueError(
+                "fit: pass the model state inside state= when resuming (state.model_state), "
+                "not as model_state=."
+            )
     boundaries = (chunk_size,) if eval_every is None else (chunk_size, eval_every)
     arrays, layout = _distinct_arrays(leaves, treedef)
     mesh = data_mesh(devices)
@@ -749,10 +1056,15 @@ def fit(
         device = select_devices(devices)[0]
         state, arrays, val_data = jax.device_put((state, arrays, val_data), device)
 
+    _check_exact_batches(objective, plan, real, mesh)
+    if check_loss and fresh and objective == _Loss(loss_fn) and (plan is not None and plan.masked):
+        _check_mean(objective, state.params, layout.build(arrays), plan.batch_size)
     if fresh and not (0 < steps == _next_boundary(0, steps, boundaries)):
         # Several chunks (or none): initialise the optimizer once, in its own program. A run
         # of one chunk initialises it inside the chunk's program (one dispatch less).
-        state = _init_state(state.params, state.key, optimizer=optimizer)
+        state = _init_state(state.params, state.key, state.model_state, optimizer=optimizer)
+    run_key = state.key if with_key else None
+    eval_key = None if not with_key else jax.random.split(state.key)[0]
 
     def run(
         state: TrainState, first: int, count: int, length: int | None = None
@@ -771,61 +1083,79 @@ def fit(
                 plan=plan,
                 count=_epochs_touched(length, plan),
             )
-        params, opt_state, buffer, params_trace = _run_chunk(
+        params, opt_state, model_state, buffer, params_trace = _run_chunk(
             state.params,
             state.opt_state,
-            None if plan is None else state.step,
+            state.model_state,
+            state.step,
+            run_key,
             arrays,
             orders,
             None if count == length else device_int(count),
             layout=layout,
-            loss_fn=loss_fn,
+            loss_fn=objective,
             optimizer=optimizer,
             plan=plan,
             length=length,
             trace=trace_params,
             mesh=mesh,
             real=real,
+            schedule=learning_rate,
         )
-        new = TrainState(params, opt_state, device_int(first + count), state.key)
+        new = TrainState(params, opt_state, device_int(first + count), state.key, model_state)
         return new, buffer, params_trace
+
+    aux_names = _aux_names(objective, state, layout.build(arrays), plan, run_key)
 
     def is_eval_step(step: int) -> bool:
         return val_data is not None and (
             step == steps or bool(eval_every and step % eval_every == 0)
         )
 
-    losses: list[np.ndarray] = []
+    records: list[np.ndarray] = []
     vals: list[tuple[int, float]] = []
     trace: list[PyTree] = []
+    wants_metrics = callback is not None and _takes_four(callback)
     with _Progress(progress, start, steps) as bar:
         step = start
         while step < steps:
             end = _next_boundary(step, steps, boundaries)
             new, buffer, params_trace = run(state, step, end - step)
             buffer = np.asarray(buffer)  # the one transfer (and sync) per chunk
-            chunk_losses = buffer[1 : end - step + 1]
-            if not np.isfinite(buffer[: end - step + 1]).all():
-                bad, good = _find_divergence(run, state, step, chunk_losses)
-                losses.append(chunk_losses[:bad])
-                raise TrainingDivergedError(step + bad, good, np.concatenate(losses))
+            chunk = buffer[:, 1 : end - step + 1]
+            if not np.isfinite(buffer[_LOSS, : end - step + 1]).all():
+                bad, good = _find_divergence(run, state, step, chunk[_LOSS])
+                records.append(chunk[:, :bad])
+                history = np.concatenate(records, axis=1)[_LOSS]
+                raise TrainingDivergedError(step + bad, good, history)
             state, step = new, end
-            losses.append(chunk_losses)
+            records.append(chunk)
             if trace_params:
                 trace.append(jax.tree.map(np.asarray, params_trace))
             val_loss = None
             if is_eval_step(step):
-                val_loss = float(_eval_loss(state.params, val_data, loss_fn=loss_fn))
+                key_now = None if eval_key is None else jax.random.fold_in(eval_key, step)
+                value = _eval_loss(
+                    state.params, state.model_state, key_now, val_data, loss_fn=objective
+                )
+                val_loss = float(value)
                 vals.append((step, val_loss))
             if progress:
-                bar.update(step, float(chunk_losses[-1]), val_loss)
+                bar.update(step, float(chunk[_LOSS, -1]), val_loss)
             if callback is not None:
-                callback(state, chunk_losses, val_loss)
+                if wants_metrics:
+                    callback(state, chunk[_LOSS], val_loss, _chunk_metrics(chunk, aux_names))
+                else:
+                    callback(state, chunk[_LOSS], val_loss)
 
-    if len(losses) == 1:
-        history = losses[0].copy()  # writable, and not holding the whole buffer
+    if len(records) == 1:
+        table = records[0].copy()  # writable, and not holding the whole buffer
+    elif records:
+        table = np.concatenate(records, axis=1)
     else:
-        history = np.concatenate(losses) if losses else np.zeros((0,), np.float32)
+        table = np.zeros((_AUX + len(aux_names), 0), np.float32)
+    history = table[_LOSS]
+    metrics = _chunk_metrics(table, aux_names)
     val_history = np.array(vals, np.float64) if vals else np.zeros((0, 2))
     param_trace = None
     if trace_params:
@@ -836,7 +1166,17 @@ def fit(
                 lambda x: np.zeros((0, *np.shape(x)), np.result_type(x)), state.params
             )
         )
-    return FitResult(state.params, state.opt_state, history, val_history, state, param_trace)
+    return FitResult(
+        state.params,
+        state.opt_state,
+        history,
+        val_history,
+        state,
+        param_trace,
+        metrics.aux,
+        metrics.step_metrics,
+        state.model_state,
+    )
 
 
 class _Progress:

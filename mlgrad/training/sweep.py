@@ -55,6 +55,7 @@ import optax
 from jax.sharding import Mesh
 
 from mlgrad.training.fit import (
+    _LOSS,
     LossFn,
     PyTree,
     _all_finite,
@@ -258,10 +259,12 @@ def _sweep_chunk(
         offsets = jnp.repeat(jnp.arange(num_seeds, dtype=jnp.int32) * count, num_lrs)
 
     def run(p: PyTree, s: optax.OptState, offset: jax.Array | None) -> tuple:
-        p, s, buffer, _ = _run_chunk(
+        p, s, _, buffer, _ = _run_chunk(
             p,
             s,
-            None if plan is None else step,
+            None,
+            step,
+            None,
             arrays,
             orders,
             None,
@@ -273,7 +276,7 @@ def _sweep_chunk(
             trace=False,
             orders_offset=offset,
         )
-        return p, s, buffer
+        return p, s, buffer[_LOSS]
 
     params, opt_state, offsets = _constrain((params, opt_state, offsets), mesh, batch_sharding)
     params, opt_state, buffers = _constrain(
