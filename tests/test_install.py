@@ -133,9 +133,10 @@ def test_the_wheel_holds_exactly_the_library_models_configs_and_data(tmp_path):
     assert {Path(n).stem for n in configs} == {p.stem for p in (ROOT / "configs").glob("*.yaml")}
     assert "mlgrad/datasets/ice_cream.csv" in files
     assert "mlgrad-0.1.0.dist-info/licenses/LICENSE" in files
+    assert "mlgrad/py.typed" in files  # PEP 561: type checkers read the inline annotations
     assert not [n for n in names if "/tests/" in n or n.startswith(("models/", "configs/"))]
     suffixes = {Path(n).suffix for n in names if not n.startswith("mlgrad-0.1.0.dist-info")}
-    assert suffixes <= {".py", ".yaml", ".csv", ".md"}, suffixes
+    assert suffixes <= {".py", ".yaml", ".csv", ".md", ".typed"}, suffixes
 
 
 @pytest.mark.slow
