@@ -379,3 +379,49 @@ def test_a_callback_that_raises_stops_the_sweep_and_its_state_continues_it():
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="sweep of 1 runs, this one has 2"):
         sweep(loss, init, DATA, state=seen[0], **{**kw, "seeds": [1, 2]})
+
+
+def test_a_sweep_of_a_stateful_stochastic_model_equals_its_solo_runs():
+    # Two seeds of a loss with a key, aux and model state (dropout + running statistics):
+    # each run of the vmapped sweep is fit's run with that seed, to the last bits of float64
+    # (vmapped batch reductions may round differently: 1e-16 relative, as the module says).
+    import test_fit_research as research
+
+    def init_fn(key):
+        return {"w": 0.1 * jax.random.normal(key, (research.D,)), "b": jnp.zeros(())}
+
+    with jax.enable_x64(True):
+        data = (jnp.asarray(research.X), jnp.asarray(research.Y))
+        state0 = {"mean": jnp.zeros(research.D), "count": jnp.zeros((), jnp.int32)}
+        options = dict(with_key=True, has_aux=True, model_state=state0, batch_size=6)
+        result = sweep(
+            research.stateful_loss,
+            init_fn,
+            data,
+            optimizer_fn=optax.sgd,
+            learning_rates=[0.05],
+            seeds=[0, 1],
+            steps=20,
+            **options,
+        )
+        for i, seed in enumerate([0, 1]):
+            init_key, key = jax.random.split(jax.random.PRNGKey(seed))
+            alone = fit(
+                research.stateful_loss,
+                init_fn(init_key),
+                data,
+                key=key,
+                optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=0.05),
+                steps=20,
+                **options,
+            )
+            np.testing.assert_allclose(result.histories[i], alone.history, rtol=1e-12)
+            np.testing.assert_allclose(
+                result.aux_histories["mae"][i], alone.aux_history["mae"], rtol=1e-12
+            )
+            for got, want in zip(
+                jax.tree.leaves((result.params, result.model_state)),
+                jax.tree.leaves((alone.params, alone.model_state)),
+                strict=True,
+            ):
+                np.testing.assert_allclose(np.asarray(got)[i], np.asarray(want), rtol=1e-12)

@@ -55,17 +55,20 @@ import optax
 from jax.sharding import Mesh
 
 from mlgrad.training.fit import (
+    _AUX,
     _LOSS,
     LossFn,
     PyTree,
     _all_finite,
     _Batching,
+    _check_exact_batches,
     _device_int,
     _distinct_arrays,
     _epoch_orders,
     _epochs_touched,
     _flatten_data,
     _Layout,
+    _Loss,
     _objective,
     _positive_int,
     _run_chunk,
@@ -98,6 +101,8 @@ class SweepResult(NamedTuple):
       final_losses: ``(runs,)`` each run's loss on the whole training data at its final
         parameters; NaN for a diverged run.
       diverged: ``(runs,)`` True where a loss or the final state was NaN or infinite.
+      aux_histories: with ``has_aux``, ``{name: (runs, steps) array}`` of every step's aux.
+      model_state: with ``model_state=``, every run's final model state (leading run axis).
     """
 
     params: PyTree
@@ -107,6 +112,8 @@ class SweepResult(NamedTuple):
     learning_rates: np.ndarray
     final_losses: np.ndarray
     diverged: np.ndarray
+    aux_histories: dict[str, np.ndarray] = {}  # noqa: RUF012 (a NamedTuple default)
+    model_state: PyTree = None
 
     def table(self) -> list[dict[str, Any]]:
         """One row per run: ``run, seed, learning_rate, final_loss, min_loss, diverged``.
@@ -163,6 +170,7 @@ class SweepState(NamedTuple):
       step: the steps taken (an int32 scalar).
       histories: ``(runs, step)`` the training losses so far (to the callback: a view of
         the sweep's buffer, read it before the sweep goes on, or copy it).
+      model_state: every run's model state (leading run axis), or None.
 
     :func:`sweep` gives it to its ``callback`` after every chunk and takes it back as
     ``state=`` to continue; it is a pytree of arrays, so
@@ -173,6 +181,7 @@ class SweepState(NamedTuple):
     opt_state: optax.OptState
     step: jax.Array
     histories: jax.Array
+    model_state: PyTree = None
 
 
 def _constrain(tree: PyTree, mesh: Mesh | None, sharding: Callable[[Mesh], Any]) -> PyTree:
@@ -191,20 +200,23 @@ def _train_keys(seeds: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _sweep_init(
     seeds: jax.Array,
     learning_rates: jax.Array,
+    model_state: PyTree,
     *,
     init_fn: InitFn,
     optimizer: _Optimizer,
     mesh: Mesh | None = None,
-) -> tuple[PyTree, optax.OptState]:
-    """Every run's params and optimizer state at step 0 (leading run axis ``R = S * L`` of
-    the seed-major grid ``seeds x learning_rates``); the params are computed once per seed
-    and repeated for its ``L`` runs."""
+) -> tuple[PyTree, optax.OptState, PyTree]:
+    """Every run's params, optimizer state and model state at step 0 (leading run axis
+    ``R = S * L`` of the seed-major grid ``seeds x learning_rates``); the params are
+    computed once per seed and repeated for its ``L`` runs, the model state repeated."""
     num_seeds, num_lrs = seeds.shape[0], learning_rates.shape[0]
     per_run = functools.partial(jnp.repeat, repeats=num_lrs, axis=0)  # seed-major grid
     params = jax.tree.map(per_run, jax.vmap(init_fn)(_train_keys(seeds)[0]))
     run_lrs = jnp.tile(learning_rates, num_seeds)
     opt_state = jax.vmap(lambda p, lr: optimizer.build(lr).init(p))(params, run_lrs)
-    return _constrain((params, opt_state), mesh, batch_sharding)
+    runs = num_seeds * num_lrs
+    model_state = jax.tree.map(lambda x: jnp.broadcast_to(x, (runs, *jnp.shape(x))), model_state)
+    return _constrain((params, opt_state, model_state), mesh, batch_sharding)
 
 
 @functools.partial(
@@ -214,20 +226,21 @@ def _sweep_init(
 def _sweep_chunk(
     params: PyTree,
     opt_state: optax.OptState,
+    model_state: PyTree,
     step: jax.Array,
     seeds: jax.Array,
     arrays: tuple[jax.Array, ...],
     *,
-    loss_fn: LossFn,
+    loss_fn: _Loss,
     optimizer: _Optimizer,
     layout: _Layout,
     plan: _Batching | None,
     length: int,
     mesh: Mesh | None = None,
-) -> tuple[PyTree, optax.OptState, jax.Array]:
-    """``length`` more steps of every run from ``step``: the params and optimizer states,
-    and a buffer ``(R, length + 1)`` per run, ``fit``'s chunk buffer (the status of the
-    state, 0 or NaN, then the losses).
+) -> tuple[PyTree, optax.OptState, PyTree, jax.Array]:
+    """``length`` more steps of every run from ``step``: the params, optimizer states and
+    model states, and ``fit``'s chunk buffer of every run (``(R, rows, length + 1)``: the
+    status of the state and the losses, the step metrics, the aux values).
 
     The loop is ``fit``'s own compiled chunk (:func:`mlgrad.training.fit._run_chunk`),
     vmapped over the runs, each gathering its own batches: with per-run batches XLA computes
@@ -258,13 +271,15 @@ def _sweep_chunk(
         orders = orders.reshape(num_seeds * count, -1)
         offsets = jnp.repeat(jnp.arange(num_seeds, dtype=jnp.int32) * count, num_lrs)
 
-    def run(p: PyTree, s: optax.OptState, offset: jax.Array | None) -> tuple:
-        p, s, _, buffer, _ = _run_chunk(
+    run_keys = jnp.repeat(_train_keys(seeds)[1], num_lrs, axis=0) if loss_fn.with_key else None
+
+    def run(p: PyTree, s: optax.OptState, m: PyTree, offset: Any, key: Any) -> tuple:
+        p, s, m, buffer, _ = _run_chunk(
             p,
             s,
-            None,
+            m,
             step,
-            None,
+            key,
             arrays,
             orders,
             None,
@@ -276,36 +291,45 @@ def _sweep_chunk(
             trace=False,
             orders_offset=offset,
         )
-        return p, s, buffer[_LOSS]
+        return p, s, m, buffer
 
-    params, opt_state, offsets = _constrain((params, opt_state, offsets), mesh, batch_sharding)
-    params, opt_state, buffers = _constrain(
-        jax.vmap(run)(params, opt_state, offsets), mesh, batch_sharding
+    params, opt_state, model_state, offsets = _constrain(
+        (params, opt_state, model_state, offsets), mesh, batch_sharding
     )
-    return params, opt_state, _constrain(buffers, mesh, replicated)
+    params, opt_state, model_state, buffers = _constrain(
+        jax.vmap(run)(params, opt_state, model_state, offsets, run_keys), mesh, batch_sharding
+    )
+    return params, opt_state, model_state, _constrain(buffers, mesh, replicated)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "layout", "mesh"))
 def _sweep_final(
     params: PyTree,
     opt_state: optax.OptState,
+    model_state: PyTree,
+    seeds: jax.Array,
+    step: jax.Array,
     arrays: tuple[jax.Array, ...],
     *,
-    loss_fn: LossFn,
+    loss_fn: _Loss,
     layout: _Layout,
     mesh: Mesh | None = None,
-) -> tuple[PyTree, optax.OptState, jax.Array]:
+) -> tuple[PyTree, optax.OptState, PyTree, jax.Array]:
     """Every run's loss on the whole training data at its final params (NaN where the state
-    is not finite), with the params and states replicated on every device (so that every
+    is not finite; a loss with a key gets ``fold_in(split(key)[0], step)``, as ``fit``'s
+    evaluations), with the params and states replicated on every device (so that every
     process of a multi-process program can read them)."""
     data = layout.build(arrays)
+    runs = jax.tree.leaves(params)[0].shape[0]
+    keys = jnp.repeat(_train_keys(seeds)[1], runs // seeds.shape[0], axis=0)
 
-    def final(p: PyTree, s: optax.OptState) -> jax.Array:
-        loss = _objective(p, data, None, loss_fn)[0]
-        return jnp.where(_all_finite((p, s)), loss, jnp.nan)
+    def final(p: PyTree, s: optax.OptState, m: PyTree, key: jax.Array) -> jax.Array:
+        eval_key = jax.random.fold_in(jax.random.split(key)[0], step) if loss_fn.with_key else None
+        loss = _objective(p, data, None, loss_fn, m, eval_key)[0]
+        return jnp.where(_all_finite((p, s, m)), loss, jnp.nan)
 
-    losses = jax.vmap(final)(params, opt_state)
-    return _constrain((params, opt_state, losses), mesh, replicated)
+    losses = jax.vmap(final)(params, opt_state, model_state, keys)
+    return _constrain((params, opt_state, model_state, losses), mesh, replicated)
 
 
 _EXECUTABLES: dict[Any, Any] = {}
@@ -466,6 +490,9 @@ def sweep(
     state: SweepState | None = None,
     chunk_size: int | None = None,
     callback: Callable[[SweepState], None] | None = None,
+    with_key: bool = False,
+    has_aux: bool = False,
+    model_state: PyTree = None,
     template_only: bool = False,
 ) -> SweepResult:
     r"""Trains every (seed, learning rate) pair as one vmapped, compiled program.
@@ -515,6 +542,9 @@ def sweep(
         ``callback``; with it, chunks of about :data:`CHUNK_SECONDS` of training each (a
         power of two of steps, from the time a :data:`FIRST_CHUNK`-step chunk took). The
         chunking never changes the result, only how often the host checks in.
+      with_key, has_aux, model_state: as :func:`mlgrad.fit` takes them (every run starts
+        from ``model_state``; run ``i``'s step keys come from its own ``key``), so that run
+        ``i`` is still the solo ``fit`` run above with these options.
       template_only: return the :class:`SweepState` at step 0 instead of training (see
         :func:`initial_sweep_state`).
       callback: called with the :class:`SweepState` after every chunk (on the host; the
@@ -550,6 +580,8 @@ def sweep(
         batch_size = _positive_int(batch_size, "batch_size")
         if batch_size < n:
             plan = _Batching(n, batch_size, n % batch_size != 0)
+    objective = _Loss(loss_fn, bool(with_key), bool(has_aux), model_state is not None)
+    _check_exact_batches(objective, plan, None, None)
     arrays, layout = _distinct_arrays(leaves, treedef)
     dtype = jnp.result_type(*(x for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)), float)
     run_seeds, run_lrs, device_seeds, device_lrs = _grid_arrays(seeds, learning_rates, dtype)
@@ -565,17 +597,22 @@ def sweep(
 
     runs = len(run_seeds)
     if state is None:
-        params, opt_state = _sweep_init(
-            device_seeds, device_lrs, init_fn=init_fn, optimizer=optimizer, mesh=mesh
+        params, opt_state, model_states = _sweep_init(
+            device_seeds, device_lrs, model_state, init_fn=init_fn, optimizer=optimizer, mesh=mesh
         )
         start, histories = 0, np.zeros((runs, steps), dtype)
     else:
         params, opt_state, start, histories = _continued(state, runs, steps, dtype, mesh)
+        model_states = state.model_state
+        if mesh is not None:
+            model_states = place(model_states, batch_sharding(mesh))
     if template_only:
-        return SweepState(params, opt_state, np.int32(start), histories[:, :start])
+        return SweepState(params, opt_state, np.int32(start), histories[:, :start], model_states)
     finite = np.isfinite(histories[:, :start]).all(axis=1)
+    aux_names = _aux_names(objective, params, model_states, layout.build(arrays), plan)
+    aux = {name: np.full((runs, steps), np.nan, dtype) for name in aux_names}
     static = {
-        "loss_fn": loss_fn,
+        "loss_fn": objective,
         "optimizer": optimizer,
         "layout": layout,
         "plan": plan,
@@ -589,26 +626,58 @@ def sweep(
             length = steps - step
         else:
             length = _next_length(steps - step, timed)
-        args = (params, opt_state, device_int(step), device_seeds, arrays)
+        args = (params, opt_state, model_states, device_int(step), device_seeds, arrays)
         program = _executable(args, {**static, "length": length})
         t0 = time.perf_counter()
-        params, opt_state, buffers = program(*args)
+        params, opt_state, model_states, buffers = program(*args)
         buffers = np.asarray(buffers)  # the one transfer (and sync) of the chunk
         seconds = time.perf_counter() - t0
-        finite &= np.isfinite(buffers).all(axis=1)
-        histories[:, step : step + length] = buffers[:, 1:]
+        finite &= np.isfinite(buffers[:, _LOSS]).all(axis=1)
+        histories[:, step : step + length] = buffers[:, _LOSS, 1:]
+        for i, name in enumerate(aux_names):
+            aux[name][:, step : step + length] = buffers[:, _AUX + i, 1:]
         step += length
         if callback is not None:
-            callback(SweepState(params, opt_state, np.int32(step), histories[:, :step]))
+            callback(
+                SweepState(params, opt_state, np.int32(step), histories[:, :step], model_states)
+            )
         if timed is None and length == FIRST_CHUNK:
             timed = _timed_length(seconds)
-    params, opt_state, final = _sweep_final(
-        params, opt_state, arrays, loss_fn=loss_fn, layout=layout, mesh=mesh
+    params, opt_state, model_states, final = _sweep_final(
+        params,
+        opt_state,
+        model_states,
+        device_seeds,
+        device_int(steps),
+        arrays,
+        loss_fn=objective,
+        layout=layout,
+        mesh=mesh,
     )
     final = np.asarray(final)
     diverged = ~(finite & np.isfinite(final))
     final = np.where(diverged, np.nan, final)
-    return SweepResult(params, opt_state, histories, run_seeds, run_lrs, final, diverged)
+    return SweepResult(
+        params, opt_state, histories, run_seeds, run_lrs, final, diverged, aux, model_states
+    )
+
+
+def _aux_names(
+    loss: _Loss, params: PyTree, model_states: PyTree, data: PyTree, plan: _Batching | None
+) -> list[str]:
+    """The names of the loss's aux outputs, sorted (traced for run 0; nothing runs)."""
+    if not loss.has_aux:
+        return []
+    rows = jax.tree.leaves(data)[0].shape[0] if plan is None else plan.width
+    first = functools.partial(jax.tree.map, lambda x: x[0])
+    key = jax.random.PRNGKey(0) if loss.with_key else None
+    out = jax.eval_shape(
+        lambda p, m, b: loss(first(p), first(m), b, key)[1],
+        params,
+        model_states,
+        jax.tree.map(lambda x: x[:rows], data),
+    )
+    return sorted(out)
 
 
 def initial_sweep_state(init_fn: InitFn, data: PyTree, **kwargs: Any) -> SweepState:
