@@ -55,14 +55,34 @@ class Model(NamedTuple):
             coefficients in the data's own units).
         plots: ``plots(params, data, fit_result, out_dir) -> list[Path]``, writes the model's
             PNG figures into ``out_dir`` and returns their paths. ``fit_result`` may be ``None``.
+        has_aux: ``loss`` returns ``(loss, aux)``, ``aux`` a dict of scalars (a KL term, an
+            accuracy) that ``mlgrad train`` logs every ``train.log_every`` steps as
+            ``train_<name>`` in ``metrics.jsonl`` (``mlgrad.fit(has_aux=True)``).
+        with_key: ``loss(params, batch, key)`` gets a fresh PRNG key every step (dropout,
+            noise; ``mlgrad.fit(with_key=True)``); ``train.batch_size`` must then divide the
+            training examples. The final metrics evaluate the loss with one fixed key.
     """
 
     init: Callable[[Any], Any]
     apply: Callable[[Any, Any], Any]
-    loss: Callable[[Any, Any], Any]
+    loss: Callable[..., Any]
     metrics: Callable[[Any, Any], dict[str, Any]]
     report: Callable[[Any], dict[str, Any]]
     plots: Callable[[Any, Any, Any, Path], list[Path]]
+    has_aux: bool = False
+    with_key: bool = False
+
+    def objective(self, params: Any, batch: Any) -> Any:
+        """The training loss of ``batch`` as a number: without the aux, with a fixed key
+        (``PRNGKey(0)``) when the loss takes one (final metrics, validation)."""
+        import jax
+
+        out = (
+            self.loss(params, batch, jax.random.PRNGKey(0))
+            if self.with_key
+            else self.loss(params, batch)
+        )
+        return out[0] if self.has_aux else out
 
 
 class ModelConfigError(ValueError):

@@ -267,3 +267,79 @@ def test_a_stateful_stochastic_model_on_four_devices_equals_one_device():
         [sys.executable, "-c", _FOUR_DEVICES], env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0 and "same" in out.stdout, out.stderr[-2000:]
+
+
+AUX_MODEL = """
+import dataclasses
+import jax, jax.numpy as jnp
+from mlgrad.models import linear_regression
+
+
+@dataclasses.dataclass
+class Config:
+    noise: float = 0.5
+
+
+def build(cfg, data):
+    base = linear_regression.build(linear_regression.Config(standardize=True), data)
+
+    def loss(params, batch, key):  # noisy targets (a key per step); the batch's mean as aux
+        x, y = batch
+        value = base.loss(params, (x, y + cfg.noise * jax.random.normal(key, y.shape)))
+        return value, {"mean_y": jnp.mean(y), "first_x": x[0, 0]}
+
+    return base._replace(loss=loss, has_aux=True, with_key=True)
+"""
+
+AUX_CONFIG = """
+name: noisy
+seed: 0
+model: {name: userpkg_aux.model, noise: 0.5}
+data: {name: ice_cream, features: [temp], target: cons}
+optimizer: {name: sgd, learning_rate: 0.1}
+train: {steps: 12, batch_size: null, log_every: 1}
+"""
+
+
+def test_the_cli_trains_a_model_with_a_key_and_logs_its_aux(tmp_path, monkeypatch):
+    import json
+
+    from mlgrad.cli import main
+    from mlgrad.data import load
+
+    package = tmp_path / "userpkg_aux"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text(AUX_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    Path("noisy.yaml").write_text(AUX_CONFIG)
+    assert main(["train", "noisy.yaml", "--out", "run", "--no-plots", "-q"]) == 0
+    records = [json.loads(x) for x in Path("run/metrics.jsonl").read_text().splitlines()]
+    data = load("ice_cream")
+    assert [r["step"] for r in records] == list(range(1, 13))
+    for r in records:  # full batches: the aux is the data's own, every step
+        assert r["train_mean_y"] == pytest.approx(float(np.mean(data.y_train)), rel=1e-6)
+        assert r["train_first_x"] == pytest.approx(float(data.x_train[0, 0]), rel=1e-6)
+    # A key per step: the noisy losses differ from the noiseless run's, and resume is exact.
+    assert main(["train", "noisy.yaml", "--out", "run2", "--no-plots", "-q", "train.steps=6"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "run2/config.yaml",
+                "--out",
+                "run2",
+                "--no-plots",
+                "-q",
+                "--resume",
+                "train.steps=12",
+            ]
+        )
+        == 0
+    )
+    resumed = [json.loads(x) for x in Path("run2/metrics.jsonl").read_text().splitlines()]
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in records]
+    # A batch that does not divide the data is refused before anything is written.
+    assert main(["train", "noisy.yaml", "--out", "run3", "train.batch_size=7"]) == 2
+    assert not Path("run3").exists()

@@ -66,9 +66,26 @@ def prepare(config: str | Path | Any, overrides: Sequence[str] = ()) -> Setup:
         source = None
     data = load_data(cfg)
     model = build_model(cfg, module, data)
+    check_whole_batches(cfg, model, len(data.x_train))
     optimizer = build_optimizer(cfg.optimizer, steps=cfg.train.steps, dtype=cfg.train.dtype)
     check_optimizer(cfg, model, optimizer)
     return Setup(cfg, module, data, model, optimizer, mesh_of(cfg), source)
+
+
+def check_whole_batches(cfg: Any, model: Any, n: int) -> None:
+    """A model that draws a key every step trains on whole batches only (a ragged batch
+    would be averaged per example, all with one key): ``train.batch_size`` must divide the
+    ``n`` training examples."""
+    from mlgrad.config import ConfigError
+
+    size = cfg.train.batch_size
+    if getattr(model, "with_key", False) and size is not None and size < n and n % size:
+        raise ConfigError(
+            f"`train.batch_size`: {size} does not divide the {n} training examples, and model "
+            f"{cfg.model.name} draws a random key every step, so every batch must be whole. "
+            f"Choose a divisor of {n} (or null for full batches).",
+            "train.batch_size",
+        )
 
 
 def check_optimizer(cfg: Any, model: Any, optimizer: Any) -> None:
@@ -207,7 +224,7 @@ def metrics_program(model: Any, data: Any, *, runs: bool = False) -> Any:
     def evaluate(params: Any) -> list[Any]:
         out = {}
         for name, batch in splits:
-            out[f"{name}_loss"] = model.loss(params, batch)
+            out[f"{name}_loss"] = model.objective(params, batch)
             extra = model.metrics(params, batch)
             out.update({f"{name}_{k}": v for k, v in extra.items() if k != "loss"})
         names[:] = list(out)

@@ -237,6 +237,8 @@ class _Groups:
             seeds=seeds,
             steps=cfg.train.steps,
             devices=cfg.train.devices,
+            with_key=group.model.with_key,
+            has_aux=group.model.has_aux,
         )
         data = as_batch(group.data.train)
         state, damaged = self.progress.restore_state(
@@ -306,6 +308,8 @@ class _Groups:
                     batch_size=run.cfg.train.batch_size,
                     key=key,
                     devices=run.cfg.train.devices,
+                    with_key=group.model.with_key,
+                    has_aux=group.model.has_aux,
                     callback=lambda *_: self._check_stop(),
                 )
                 params = result.params
@@ -360,7 +364,7 @@ def _why_not_vmapped(group: Group, optimizer_fn: Any) -> str:
     import optax
 
     x, y = as_batch(group.data.train)
-    loss = group.model.loss
+    loss = group.model.objective
 
     def one_step(key: Any) -> Any:  # traced only (jax.eval_shape): nothing runs
         opt = optax.inject_hyperparams(optimizer_fn)(learning_rate=0.1)

@@ -458,6 +458,8 @@ class _Training:
             trace_params=param_count(state.params) <= 2,
             devices=1 if setup.mesh is None else list(setup.mesh.devices.flat),
             learning_rate=self._recorded_learning_rate(),
+            has_aux=setup.model.has_aux,
+            with_key=setup.model.with_key,
         )
 
     def _recorded_learning_rate(self) -> Any:
@@ -503,7 +505,8 @@ class _Training:
             for i, loss in enumerate(losses):
                 k = first + i
                 if k % train_cfg.log_every == 0 or k == steps or k == 1:
-                    log.record(k, train_loss=loss, lr=lr[i], grad_norm=grad_norm[i])
+                    aux = {f"train_{name}": v[i] for name, v in records.aux.items()}
+                    log.record(k, train_loss=loss, **aux, lr=lr[i], grad_norm=grad_norm[i])
             if val_loss is not None:
                 extra = val_metrics(s.params, val_batch)
                 extra = {f"val_{k}": v for k, v in extra.items() if k != "loss"}
