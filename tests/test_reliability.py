@@ -161,6 +161,7 @@ def test_sigkill_leaves_a_loadable_run_and_resume_is_bit_identical(kill_at, tmp_
     assert not list(out.rglob("*tmp*"))  # leftovers of the killed writes are cleaned up
 
 
+@pytest.mark.slow  # a kill point (CI budget)
 def test_two_writers_racing_for_one_directory_one_is_refused_and_the_killed_winner_resumes(
     tmp_path, reference
 ):
@@ -180,6 +181,7 @@ def test_two_writers_racing_for_one_directory_one_is_refused_and_the_killed_winn
     _assert_same_run(out, reference)
 
 
+@pytest.mark.slow  # a kill point (CI budget)
 def test_sigterm_stops_a_run_at_its_next_chunk_with_a_checkpoint(tmp_path):
     """SIGTERM (a batch system's time limit) or Ctrl-C while a run trains: it saves a
     checkpoint at the end of the chunk in flight, with the metrics up to it, and says how to
