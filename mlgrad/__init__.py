@@ -85,14 +85,16 @@ if TYPE_CHECKING:  # what type checkers and editors see: every name, eagerly
     from mlgrad.training import sweep as sweep
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'mlgrad' has no attribute {name!r}")
-    module = importlib.import_module(module_name)
-    value = module if module_name == f"mlgrad.{name}" else getattr(module, name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+if not TYPE_CHECKING:  # hidden from checkers, so that a misspelt name is an error there
+
+    def __getattr__(name: str) -> Any:
+        module_name = _EXPORTS.get(name)
+        if module_name is None:
+            raise AttributeError(f"module 'mlgrad' has no attribute {name!r}")
+        module = importlib.import_module(module_name)
+        value = module if module_name == f"mlgrad.{name}" else getattr(module, name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
 
 
 def __dir__() -> list[str]:

@@ -228,7 +228,7 @@ def hessian(
             x, unravel = ravel_pytree(x)
             unflat = output_and_aux
 
-            def output_and_aux(p: jax.Array) -> tuple[Any, Any]:
+            def output_and_aux(p: Any) -> tuple[Any, Any]:
                 y, aux = unflat(unravel(p))
                 return (y if _is_scalar(y) else ravel_pytree(y)[0]), aux
 
@@ -472,7 +472,7 @@ def chain_rule(*fs: Callable[[Any], Any]) -> Callable[[Any], ChainRule]:
             raise TypeError(f"chain_rule: stage {i} is a {type(f).__name__}, not a function.")
 
     def evaluate(x: Any) -> ChainRule:
-        value, jacobians = as_float(x, "chain_rule: x"), []
+        value, jacobians = as_float(x, "chain_rule: x"), list[Any]()
         for f in reversed(fs):
             value, jac = value_and_jacobian(f, flatten=True)(value)
             jacobians.insert(0, jac)

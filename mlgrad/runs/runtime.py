@@ -364,6 +364,7 @@ class _Service:
             start_new_session=True,  # no terminal signals: it must outlive process 0
         )
         line = ""
+        assert proc.stdout is not None  # stdout=PIPE
         with selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ)
             if selector.select(max(0.0, deadline - time.monotonic())):
@@ -382,6 +383,7 @@ class _Service:
         """Ends the service: after JAX's shutdown barrier gracefully, else (``at_once``) now."""
         if not at_once:
             with contextlib.suppress(OSError, ValueError):
+                assert self.proc.stdin is not None  # stdin=PIPE
                 self.proc.stdin.write("stop\n")
                 self.proc.stdin.close()
             with contextlib.suppress(subprocess.TimeoutExpired):

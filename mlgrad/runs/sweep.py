@@ -42,7 +42,6 @@ does not stop the others.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import shlex
 import signal
@@ -58,7 +57,7 @@ from mlgrad.runs.console import Console
 from mlgrad.runs.errors import Interrupted, RunError, out_of_memory_is_a_run_error
 from mlgrad.runs.setup import as_batch, metrics_program, precision
 from mlgrad.runs.stops import StopRequest, stop_requests
-from mlgrad.runs.sweep_plan import Group, SweepPlan, prepare_sweep, shape_axes
+from mlgrad.runs.sweep_plan import Group, Run, SweepPlan, prepare_sweep, shape_axes
 from mlgrad.runs.sweep_progress import SAVE_SECONDS, SweepProgress, check_resumable
 from mlgrad.runs.sweep_report import Outcome, SweepReport, write_sweep
 
@@ -158,7 +157,8 @@ class _Groups:
 
     def train(self) -> tuple[list[Outcome], list[dict], list[Any]]:
         """Each run's outcome, each group's record, and the devices used."""
-        plan, by_run, info = self.plan, {}, []
+        plan, info = self.plan, []
+        by_run: dict[int, Outcome] = {}
         n = len(plan.groups)
         self.console.info(
             f"mlgrad: sweeping {plan.runs[0].cfg.name}: {len(plan.runs)} runs in {n} "
@@ -173,11 +173,16 @@ class _Groups:
                 self.console.info(f"group {group.index + 1}/{n}: done before the interruption")
             info.append(record)
             for run in group.runs:
-                by_run[run.index] = self.progress.outcome(run)
+                by_run[run.index] = self._outcome(run)
         import jax
 
         devices = [self.devices[k] for k in sorted(self.devices)] or jax.devices()[:1]
         return [by_run[r.index] for r in plan.runs], info, devices
+
+    def _outcome(self, run: Run) -> Outcome:
+        outcome = self.progress.outcome(run)
+        assert outcome is not None  # saved when the run finished
+        return outcome
 
     def _check_stop(self) -> None:
         if self.stop.signal is not None:
@@ -193,7 +198,6 @@ class _Groups:
         first = group.runs[0]
         label = " ".join(f"{a.key}={first.texts[a.key]}" for a in shape_keys)
         how = "one vmapped program" if not why else "one fit per run"
-        vmapped = {"optimizer_fn": optimizer_fn, "uses_lr": uses_lr}
         runs = len(group.runs)
         self.console.info(
             f"group {group.index + 1}/{len(self.plan.groups)}{': ' + label if label else ''}: "
@@ -202,8 +206,9 @@ class _Groups:
         )
         t = time.perf_counter()
         with precision(group.cfg):
-            train = self._one_by_one if why else functools.partial(self._vmapped, **vmapped)
-            params = train(group)
+            params = (
+                self._one_by_one(group) if why else self._vmapped(group, optimizer_fn, uses_lr)
+            )
         seconds = round(time.perf_counter() - t, 3)
         if params is not None:
             for d in runtime.devices_of(params):
@@ -217,7 +222,7 @@ class _Groups:
             "wall_time_s": seconds,
         }
         self.progress.finish_group(group, record)
-        n_div = sum(self.progress.outcome(r).diverged for r in group.runs)
+        n_div = sum(self._outcome(r).diverged for r in group.runs)
         self.console.info(f"  done in {seconds:.1f} s" + (f"; {n_div} diverged" if n_div else ""))
         return record
 

@@ -141,7 +141,7 @@ class SweepProgress:
             f.write(np.ascontiguousarray(losses[:, done:].T).tobytes())
             f.flush()
             os.fsync(f.fileno())
-        arrays = {
+        arrays: dict[str, Any] = {
             f"leaf_{i}": np.asarray(jax.random.key_data(x) if _is_key(x) else x)
             for i, x in enumerate(jax.tree.leaves(state._replace(histories=None)))
         }
@@ -159,8 +159,8 @@ class SweepProgress:
         folder = self.group_dir(group)
         if not (folder / STATE).is_file():
             return None, None
-        like = like()
-        template, treedef = jax.tree.flatten(like._replace(histories=None))
+        start = like()
+        template, treedef = jax.tree.flatten(start._replace(histories=None))
         leaves = []
         try:
             with np.load(folder / STATE, allow_pickle=False) as f:
@@ -175,7 +175,7 @@ class SweepProgress:
                         a = jax.random.wrap_key_data(a, impl=jax.random.key_impl(t))
                     leaves.append(a)
             state = jax.tree.unflatten(treedef, leaves)
-            runs, dtype = like.histories.shape[0], like.histories.dtype
+            runs, dtype = start.histories.shape[0], start.histories.dtype
             step = int(state.step)
             losses = np.fromfile(folder / LOSSES, dtype=dtype, count=step * runs)
             if losses.size != step * runs:

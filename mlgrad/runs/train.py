@@ -155,6 +155,7 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
     from omegaconf import OmegaConf
 
     from mlgrad.config import ConfigError, RunConfig, config_diff, read_config_file
+    from mlgrad.config.structured import to_dict
 
     saved_path = run_dir / "config.yaml"
     if (
@@ -175,7 +176,7 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
         saved = read_config_file(saved_path)
     except ConfigError as e:
         raise UsageError(f"--resume: cannot read the saved config: {e}") from None
-    current = OmegaConf.to_container(setup.cfg, resolve=True)
+    current = to_dict(setup.cfg)
     flat_saved, flat_now = _flat(saved), _flat(current)
     defaults = _flat(OmegaConf.to_container(OmegaConf.structured(RunConfig)))
     differ = [

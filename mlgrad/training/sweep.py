@@ -179,8 +179,8 @@ class SweepState(NamedTuple):
 
     params: PyTree
     opt_state: optax.OptState
-    step: jax.Array
-    histories: jax.Array
+    step: Any  # int32 scalar (array or NumPy)
+    histories: Any  # (runs, step) array
     model_state: PyTree = None
 
 
@@ -586,14 +586,16 @@ def sweep(
     dtype = jnp.result_type(*(x for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)), float)
     run_seeds, run_lrs, device_seeds, device_lrs = _grid_arrays(seeds, learning_rates, dtype)
     mesh = data_mesh(devices)
-    device_int = _device_int
+    device_int: Callable[[int], jax.Array] = _device_int
     if mesh is not None:  # every device gets the data and the grid; each trains its runs
         device_seeds, device_lrs, arrays = place(
             (device_seeds, device_lrs, arrays), replicated(mesh)
         )
 
-        def device_int(value: int) -> jax.Array:
+        def replicated_int(value: int) -> jax.Array:
             return place(np.int32(value), replicated(mesh))
+
+        device_int = replicated_int
 
     runs = len(run_seeds)
     if state is None:
@@ -606,8 +608,9 @@ def sweep(
         model_states = state.model_state
         if mesh is not None:
             model_states = place(model_states, batch_sharding(mesh))
-    if template_only:
-        return SweepState(params, opt_state, np.int32(start), histories[:, :start], model_states)
+    if template_only:  # (initial_sweep_state's; the annotation is the training call's)
+        state0 = SweepState(params, opt_state, np.int32(start), histories[:, :start], model_states)
+        return state0  # type: ignore[return-value]
     finite = np.isfinite(histories[:, :start]).all(axis=1)
     aux_names = _aux_names(objective, params, model_states, layout.build(arrays), plan)
     aux = {name: np.full((runs, steps), np.nan, dtype) for name in aux_names}
@@ -689,7 +692,7 @@ def initial_sweep_state(init_fn: InitFn, data: PyTree, **kwargs: Any) -> SweepSt
       ...                            learning_rates=[0.1], seeds=[0, 1], steps=100)
       >>> state = Checkpointer("sweep/checkpoints").restore(like)  # doctest: +SKIP
     """
-    return sweep(None, init_fn, data, template_only=True, **kwargs)  # type: ignore[return-value]
+    return sweep(None, init_fn, data, template_only=True, **kwargs)  # type: ignore[arg-type,return-value]
 
 
 def _checked_optimizer(

@@ -28,3 +28,4 @@ sgd = optax.sgd(0.1)
 result = mlgrad.fit(lambda p, b: f(p), jnp.ones(3), (), optimizer=sgd, steps="10")  # E: arg-type
 print(result.paramz)  # E: attr-defined
 mlgrad.find_model(3)  # E: arg-type
+mlgrad.gradeint(f)  # E: attr-defined
