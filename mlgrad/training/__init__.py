@@ -4,13 +4,14 @@
 chunks; ``TrainState`` is everything needed to continue a run; ``checkpoint`` saves and
 restores it atomically with orbax; ``sweep`` trains seeds x learning rates as one vmapped
 program; ``parallel`` holds the data-parallel mesh ``fit`` trains on when JAX sees several
-devices (``fit(..., devices=...)``).
+devices (``fit(..., devices=...)``); ``modules`` maps Flax NNX and Linen models onto ``fit``'s
+params and model state (Equinox modules need no adapter).
 """
 
 import importlib
 from typing import Any
 
-from mlgrad.training import parallel
+from mlgrad.training import modules, parallel
 from mlgrad.training.fit import FitResult, TrainingDivergedError, TrainState, fit
 from mlgrad.training.sweep import SweepResult, SweepState, sweep
 
@@ -43,6 +44,7 @@ __all__ = [
     "TrainingDivergedError",
     "checkpoint",
     "fit",
+    "modules",
     "parallel",
     "sweep",
 ]

@@ -39,6 +39,11 @@ Design notes:
   That batch's loss is evaluated per example (``jax.vmap`` over batches of size 1) and
   averaged over the real examples only; on CPU a ``lax.cond`` gives the full batches to
   ``loss_fn`` itself.
+* **Modules as parameters.** Inside a pytree node other than a dict, list or tuple (an
+  Equinox module) only the float arrays train; the other leaves (functions, Python numbers,
+  integer arrays) are a static argument of the programs (compared by identity, so the same
+  model reuses its program) and are put back before each call of the loss. Plain params take
+  none of this: their program is unchanged.
 * **Data parallel through JAX's sharding.** With several devices (``devices="auto"``, the
   default, on a machine with more than one) the data, state and every batch carry
   ``NamedSharding`` s of a one-axis mesh ``("data",)`` (:mod:`mlgrad.training.parallel`): the
@@ -61,6 +66,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -70,7 +76,6 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mlgrad._validation import as_float
 from mlgrad.derivatives import gradient
 from mlgrad.training.parallel import (
     DATA_AXIS,
@@ -103,7 +108,8 @@ class TrainState(NamedTuple):
     """The full, checkpointable state of a training run.
 
     Attributes:
-      params: the model parameters (any pytree of float arrays).
+      params: the model parameters (a pytree of float arrays, or a module whose other
+        leaves ``fit`` holds fixed: see :func:`fit`).
       opt_state: the optax optimizer state.
       step: int32 scalar, the number of optimizer steps taken.
       key: the run's base PRNG key (``jax.random.PRNGKey(seed)``); it never changes during the
@@ -259,6 +265,163 @@ def _check_scalar_loss(loss: Any) -> jax.Array:
     return loss
 
 
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def _identity(x: Any) -> Any:
+    """What a fixed leaf is compared by: Python scalars and strings by value, anything else
+    (functions, arrays, objects) by identity."""
+    if type(x) in (bool, int, float, complex, str, type(None)):
+        return (type(x), x)
+    return ("id", id(x))
+
+
+class _Static:
+    """The leaves of a module's params that are not trained, and the structure that puts them
+    back (a static argument of the compiled programs, so part of their key).
+
+    ``treedef`` is the params' structure with ``None`` as a leaf; ``leaves`` holds the fixed
+    leaves and ``None`` where a leaf is trained. Two are equal when they hold the same objects
+    (Python scalars and strings: equal values), so the same model, trained again or resumed,
+    reuses its compiled program; the arrays among them are constants of the program.
+    """
+
+    __slots__ = ("_hash", "leaves", "treedef")
+
+    def __init__(self, treedef: Any, leaves: list[Any]) -> None:
+        self.treedef, self.leaves = treedef, tuple(leaves)
+        try:
+            structure = hash(treedef)
+        except TypeError:  # a node whose static data is unhashable: equality still decides
+            structure = treedef.num_leaves
+        self._hash = hash((structure, tuple(_identity(x) for x in self.leaves)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Static)
+            and self._hash == other._hash
+            and list(map(_identity, self.leaves)) == list(map(_identity, other.leaves))
+            and self.treedef == other.treedef
+        )
+
+    def combine(self, trainable: PyTree) -> PyTree:
+        """The whole params: ``trainable`` (``None`` in place of fixed leaves, as
+        ``eqx.filter`` gives) with the fixed leaves put back (``eqx.combine``)."""
+        leaves = jax.tree.leaves(trainable, is_leaf=_is_none)
+        merged = [s if t is None else t for t, s in zip(leaves, self.leaves, strict=True)]
+        return jax.tree.unflatten(self.treedef, merged)
+
+
+def _nnx_module() -> Any:
+    """Flax NNX's Module class when Flax NNX has been imported (never imports it)."""
+    nnx = sys.modules.get("flax.nnx")
+    return getattr(nnx, "Module", None) if nnx is not None else None
+
+
+def _refuse_nnx(params: PyTree, what: str) -> None:
+    module = _nnx_module()
+    if module is None:
+        return
+    found = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, module))
+    for x in found:
+        if isinstance(x, module):
+            raise TypeError(
+                f"fit: {what} is (or holds) a Flax NNX module ({type(x).__name__}), whose "
+                "variables are not all parameters (batch statistics and RNG counters are model "
+                "state). Train it through mlgrad.training.modules.from_nnx: parts = "
+                "from_nnx(model, loss_fn); fit(parts.loss_fn, parts.params, data, "
+                "model_state=parts.model_state, ...); parts.model(result) is the trained model."
+            )
+
+
+def _describe_leaf(x: Any) -> str:
+    """``an array of dtype int32 and shape (3,)``, ``a value of type function (relu)``."""
+    if hasattr(x, "dtype") and hasattr(x, "shape"):
+        return f"an array of dtype {x.dtype} and shape {tuple(x.shape)}"
+    name = getattr(x, "__name__", None)
+    return f"a value of type {type(x).__name__}" + (f" ({name})" if isinstance(name, str) else "")
+
+
+def _split_params(params: PyTree, what: str = "params") -> tuple[PyTree, _Static | None]:
+    """The trained part of ``params`` and its fixed part (None when every leaf trains).
+
+    In dicts, lists and tuples (NamedTuples too) every leaf trains: a float array, or a
+    Python number, which becomes a float array. Inside any other pytree node (an Equinox
+    module, a dataclass registered as a pytree) the float arrays train and every other leaf
+    (functions, Python numbers, integer arrays, static fields) is fixed, as
+    ``eqx.partition(model, eqx.is_inexact_array)`` splits it: the trained part holds
+    ``None`` in their place (``eqx.filter``'s form, which optax takes).
+    """
+    if params is None:
+        raise ValueError(f"fit: {what} is None; pass initial parameters, or state= to resume.")
+    _refuse_nnx(params, what)
+    leaves = jax.tree.leaves(params)
+    if leaves and all(isinstance(x, jax.Array) and x.dtype.kind in "fc" for x in leaves):
+        return params, None  # the common case: nothing to convert, nothing fixed
+    plain = lambda x: x is None or not isinstance(x, dict | list | tuple)  # noqa: E731
+    units, _ = jax.tree_util.tree_flatten_with_path(params, is_leaf=plain)
+    trained: list[Any] = []
+    fixed: list[Any] = []
+    for path, unit in units:
+        inner, inner_def = jax.tree_util.tree_flatten_with_path(unit, is_leaf=_is_none)
+        module = inner_def.num_nodes > 1  # a pytree node that is not a dict, list or tuple
+        for sub, x in inner:
+            if _is_float_array(x):
+                trained.append(jnp.asarray(x) if isinstance(x, np.ndarray | np.generic) else x)
+                fixed.append(None)
+            elif x is None or module:
+                trained.append(None)
+                fixed.append(x)
+            elif isinstance(x, bool | int | float | complex):
+                trained.append(jnp.asarray(float(x) if isinstance(x, bool | int) else x))
+                fixed.append(None)
+            else:
+                raise TypeError(_untrainable(what + jax.tree_util.keystr(path + sub), x))
+    if all(t is None for t in trained):
+        listing = ", ".join(
+            f"{what}{jax.tree_util.keystr(p)}: {_describe_leaf(x)}"
+            for p, x in jax.tree_util.tree_flatten_with_path(params)[0][:4]
+        )
+        raise TypeError(
+            f"fit: {what} has nothing to train: none of its leaves is a float array "
+            f"({listing or 'no leaves'}). Pass the model's float parameters."
+        )
+    treedef = jax.tree.structure(params, is_leaf=_is_none)
+    trainable = jax.tree.unflatten(treedef, trained)
+    if all(x is None for x in fixed):
+        return trainable, None
+    return trainable, _Static(treedef, fixed)
+
+
+def _is_float_array(x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return (
+        isinstance(x, jax.Array | np.ndarray | np.generic)
+        and dtype is not None
+        and np.dtype(dtype).kind in "fc"
+    )
+
+
+def _untrainable(where: str, x: Any) -> str:
+    if hasattr(x, "dtype"):
+        return (
+            f"fit: {where} is {_describe_leaf(x)}, which cannot be trained (gradients are "
+            "defined for floats only). Pass floats, e.g. jnp.asarray(x, jnp.float32) or 2.0 "
+            "instead of 2, or keep it out of params (close over it in loss_fn, or pass it as "
+            "model_state=)."
+        )
+    return (
+        f"fit: {where} is {_describe_leaf(x)}, which cannot be trained: in a dict, list or "
+        "tuple every leaf of params must be a float array or a number. Keep it out of params "
+        "(close over it in loss_fn), or hold the model in a module (an Equinox module, or any "
+        "pytree class other than dict, list and tuple), whose other leaves fit holds fixed."
+    )
+
+
 class _Loss(NamedTuple):
     """How ``fit`` calls the user's ``loss_fn`` (static, hashable: part of the program's key).
 
@@ -271,11 +434,14 @@ class _Loss(NamedTuple):
     with_key: bool = False
     has_aux: bool = False
     stateful: bool = False
+    static: _Static | None = None  # a module's fixed leaves, put back before each call
 
     def __call__(
         self, params: PyTree, model_state: PyTree, batch: PyTree, key: jax.Array | None
     ) -> tuple[jax.Array, dict[str, jax.Array], PyTree]:
         """``(loss, aux, new_model_state)``, aux ``{}`` and the state None when unused."""
+        if self.static is not None:
+            params = self.static.combine(params)
         args = (params, model_state, batch) if self.stateful else (params, batch)
         out = self.fn(*args, key) if self.with_key else self.fn(*args)
         new_state = None
@@ -706,12 +872,8 @@ def _device_int(value: int) -> jax.Array:
 
 
 def _seed_state(params: PyTree, key: Any, model_state: PyTree = None) -> TrainState:
-    """A fresh run's state without its optimizer state (``opt_state=None``)."""
-    if params is None:
-        raise ValueError("fit: params is None; pass initial parameters, or state= to resume.")
-    leaves = jax.tree.leaves(params)
-    if not all(isinstance(x, jax.Array) and x.dtype.kind in "fc" for x in leaves):
-        params = as_float(params, "fit: params")  # Python numbers, NumPy arrays, or an error
+    """A fresh run's state without its optimizer state (``opt_state=None``); ``params`` the
+    trained part (:func:`_split_params`)."""
     key = _default_key() if key is None else jnp.asarray(key)
     return TrainState(params, None, _device_int(0), key, model_state)
 
@@ -910,7 +1072,16 @@ def fit(
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar``. Keep the same function object between
         calls to reuse the compiled program.
-      params: the initial parameters (a pytree of float arrays). Ignored when ``state`` is given.
+      params: the initial parameters: a pytree of float arrays (Python numbers in dicts,
+        lists and tuples become float arrays), or a module: inside any other pytree node (an
+        Equinox module, a registered dataclass) the float arrays train and every other leaf
+        (functions, Python numbers, integer arrays) is held fixed, as
+        ``eqx.partition(model, eqx.is_inexact_array)`` splits it; ``loss_fn`` gets the whole
+        module, the optimizer its float part (``None`` elsewhere, ``eqx.filter``'s form) and
+        ``FitResult.params`` is the trained module. Flax models go through
+        :func:`mlgrad.training.modules.from_nnx` and :func:`~mlgrad.training.modules.from_linen`
+        (their ``nnx.Param`` / ``"params"`` variables train, the others are ``model_state``).
+        Ignored when ``state`` is given.
       data: a pytree of arrays whose leading axis indexes the examples, e.g. ``(x, y)``.
       optimizer: any optax ``GradientTransformation`` (e.g. ``optax.sgd(0.1)``). The same
         object (not an equal one) is needed to reuse the compiled program.
@@ -1001,7 +1172,6 @@ def fit(
         ragged = n % batch_size != 0
         plan = _Batching(n, batch_size, ragged and not drop_remainder, drop=drop_remainder)
     stateful = model_state is not None or (state is not None and state.model_state is not None)
-    objective = _Loss(loss_fn, bool(with_key), bool(has_aux), stateful)
     if val_data is not None:
         val_leaves, val_treedef, _ = _flatten_data(val_data, "val_data")
         val_data = jax.tree.unflatten(val_treedef, val_leaves)
@@ -1021,7 +1191,8 @@ def fit(
 
     fresh = state is None
     if fresh:
-        state, start = _seed_state(params, key, model_state), 0
+        trainable, static = _split_params(params)
+        state, start = _seed_state(trainable, key, model_state), 0
     elif not isinstance(state, TrainState):
         raise TypeError(f"fit: state must be a TrainState, got {type(state).__name__}.")
     else:
@@ -1031,12 +1202,18 @@ def fit(
                 f"fit: steps={steps} is the target total step count, but the state has already "
                 f"taken {start} steps; pass steps >= {start}."
             )
-        state = state._replace(step=jnp.asarray(state.step, jnp.int32))
+        trainable, static = _split_params(state.params, "state.params")
+        state = state._replace(params=trainable, step=jnp.asarray(state.step, jnp.int32))
         if model_state is not None:
             raise ValueError(
                 "fit: pass the model state inside state= when resuming (state.model_state), "
                 "not as model_state=."
             )
+    # Inside, the state holds the trained part of a module's params; the user sees it whole.
+    objective = _Loss(loss_fn, bool(with_key), bool(has_aux), stateful, static)
+    public: Callable[[TrainState], TrainState] = (
+        (lambda s: s) if static is None else (lambda s: s._replace(params=static.combine(s.params)))
+    )
     boundaries = (chunk_size,) if eval_every is None else (chunk_size, eval_every)
     arrays, layout = _distinct_arrays(leaves, treedef)
     mesh = data_mesh(devices)
@@ -1057,7 +1234,8 @@ def fit(
         state, arrays, val_data = jax.device_put((state, arrays, val_data), device)
 
     _check_exact_batches(objective, plan, real, mesh)
-    if check_loss and fresh and objective == _Loss(loss_fn) and (plan is not None and plan.masked):
+    plain = objective._replace(static=None) == _Loss(loss_fn)  # no key, aux or model state
+    if check_loss and fresh and plain and (plan is not None and plan.masked):
         _check_mean(objective, state.params, layout.build(arrays), plan.batch_size)
     if fresh and not (0 < steps == _next_boundary(0, steps, boundaries)):
         # Several chunks (or none): initialise the optimizer once, in its own program. A run
@@ -1127,7 +1305,7 @@ def fit(
                 bad, good = _find_divergence(run, state, step, chunk[_LOSS])
                 records.append(chunk[:, :bad])
                 history = np.concatenate(records, axis=1)[_LOSS]
-                raise TrainingDivergedError(step + bad, good, history)
+                raise TrainingDivergedError(step + bad, public(good), history)
             state, step = new, end
             records.append(chunk)
             if trace_params:
@@ -1144,9 +1322,10 @@ def fit(
                 bar.update(step, float(chunk[_LOSS, -1]), val_loss)
             if callback is not None:
                 if wants_metrics:
-                    callback(state, chunk[_LOSS], val_loss, _chunk_metrics(chunk, aux_names))
+                    metrics = _chunk_metrics(chunk, aux_names)
+                    callback(public(state), chunk[_LOSS], val_loss, metrics)
                 else:
-                    callback(state, chunk[_LOSS], val_loss)
+                    callback(public(state), chunk[_LOSS], val_loss)
 
     if len(records) == 1:
         table = records[0].copy()  # writable, and not holding the whole buffer
@@ -1166,6 +1345,9 @@ def fit(
                 lambda x: np.zeros((0, *np.shape(x)), np.result_type(x)), state.params
             )
         )
+        if static is not None:
+            param_trace = static.combine(param_trace)
+    state = public(state)
     return FitResult(
         state.params,
         state.opt_state,
