@@ -88,7 +88,9 @@ from mlgrad.training.parallel import (
 )
 
 PyTree = Any
-LossFn = Callable[[PyTree, PyTree], jax.Array]
+# loss_fn(params, batch) -> loss; with model_state= (params, model_state, batch), with_key=True
+# a last key argument, has_aux=True (loss, aux): one type for all of them
+LossFn = Callable[..., Any]
 Callback = Callable[["TrainState", np.ndarray, "float | None"], None]
 
 #: Chunk length used when neither ``chunk_size`` nor ``eval_every`` is given and the host
