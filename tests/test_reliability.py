@@ -679,20 +679,22 @@ def test_checkpoint_write_failing_part_way_exits_1_and_resume_is_bit_identical(
 def test_metrics_write_failing_exits_1_and_resume_is_bit_identical(
     tmp_path, monkeypatch, capsys, reference
 ):
-    original = rundir.write_atomic
+    original = rundir.append_durably
     calls = []
 
     def disk_full_when_metrics_reach_step_60(path, text):
-        # The first metrics write that reaches step 60 (the forced flush just before the
-        # checkpoint of step 60) fails, whatever throttled flushes came before it.
+        # The first metrics append that reaches step 60 (the forced flush just before the
+        # checkpoint of step 60) fails half-way, whatever throttled flushes came before it.
         if path.name == "metrics.jsonl" and '"step": 60,' in text and not calls:
             calls.append(path)
+            with open(path, "a") as f:
+                f.write(text[: len(text) // 2])  # a torn line, as a full disk leaves
             raise OSError(28, "No space left on device", str(path))
         original(path, text)
 
     out = tmp_path / "run"
     with monkeypatch.context() as m:
-        m.setattr(rundir, "write_atomic", disk_full_when_metrics_reach_step_60)
+        m.setattr(rundir, "append_durably", disk_full_when_metrics_reach_step_60)
         assert _train(*CRASH, "--out", out) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("error: ") == 1 and "Traceback" not in err

@@ -145,3 +145,41 @@ def test_a_sweep_over_a_chains_learning_rate_is_one_program_equal_to_single_runs
         assert outcome.metrics["train_loss"] == pytest.approx(
             single["metrics"]["train_loss"], rel=1e-5
         )
+
+
+def test_metrics_are_appended_not_rewritten(tmp_path):
+    """Each flush appends the new records (the file is the same file, its earlier bytes
+    untouched), so logging costs the same per step however long a run is; a resumed log's
+    first flush rewrites the file with the records it kept."""
+    import json
+
+    from mlgrad.runs.metrics_log import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path)
+    for step in range(1, 4):
+        log.record(step, train_loss=1.0 / step)
+    log.flush(force=True)
+    first = path.read_bytes()
+    inode = path.stat().st_ino
+    log.record(4, train_loss=0.25, val_loss=float("nan"))
+    log.flush(force=True)
+    assert path.stat().st_ino == inode and path.read_bytes().startswith(first)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4] and lines[3]["val_loss"] is None
+    # A change to a record already on disk rewrites the file (atomically) instead.
+    log.record(2, val_loss=0.5)
+    log.flush(force=True)
+    assert json.loads(path.read_text().splitlines()[1]) == {
+        "step": 2,
+        "train_loss": 0.5,
+        "val_loss": 0.5,
+    }
+    # Resumed at step 2, with a torn line past it: the kept records, then appends.
+    with open(path, "a") as f:
+        f.write('{"step": 5, "train_lo')
+    kept = [r for r in MetricsLog.read(path) if r["step"] <= 2]
+    resumed = MetricsLog(path, kept)
+    resumed.record(3, train_loss=1 / 3)
+    resumed.flush(force=True)
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2, 3]

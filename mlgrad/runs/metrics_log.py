@@ -1,4 +1,5 @@
-"""``metrics.jsonl``: one JSON object per logged step, rewritten atomically (throttled)."""
+"""``metrics.jsonl``: one JSON object per logged step, appended (throttled; durable at every
+checkpoint), so that a run's logging costs the same per step however long it runs."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ FLUSH_S = 2.0
 
 
 class MetricsLog:
-    """The records of a run by step; :meth:`flush` rewrites the whole file atomically.
+    """The records of a run by step; :meth:`flush` appends the new ones to the file.
 
     Args:
         path: the file.
-        records: the records to start from (a resumed run's, up to its checkpoint).
+        records: the records to start from (a resumed run's, up to its checkpoint); the
+            first flush writes the file anew with them (dropping lines past the checkpoint
+            and a torn last line), later flushes only append.
         write: False on the processes other than 0 of a multi-process run (they only record).
     """
 
@@ -28,8 +31,11 @@ class MetricsLog:
         self.path = path
         self.records: list[dict] = list(records or [])
         self._by_step = {r["step"]: r for r in self.records}
+        self._position = {r["step"]: i for i, r in enumerate(self.records)}
         self._flushed = 0.0
         self._write = write
+        self._written: int | None = None  # records on disk; None: the file is to be rewritten
+        self._changed = False  # a record on disk was changed since: rewrite instead of append
 
     @staticmethod
     def read(path: Path) -> list[dict]:
@@ -51,20 +57,31 @@ class MetricsLog:
         rec = self._by_step.get(step)
         if rec is None:
             rec = self._by_step[step] = {"step": step}
+            self._position[step] = len(self.records)
             self.records.append(rec)
+        elif self._written is not None and self._position[step] < self._written:
+            self._changed = True
         rec.update({k: rundir.finite_or_none(v) for k, v in values.items()})
         return rec
 
     def flush(self, *, force: bool = False) -> None:
-        """Rewrites the file, unless it was written less than :data:`FLUSH_S` ago."""
+        """Appends the records not yet on disk (and syncs them), unless the file was written
+        less than :data:`FLUSH_S` ago; the first flush (or one after a record on disk
+        changed) rewrites the file atomically."""
         now = time.monotonic()
         if not self._write or (not force and now - self._flushed < FLUSH_S):
             return
-        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
-        rundir.write_atomic(self.path, text)
-        self._flushed = now
+        if self._written is None or self._changed:
+            rundir.write_atomic(self.path, _lines(self.records))
+        elif self._written < len(self.records):
+            rundir.append_durably(self.path, _lines(self.records[self._written :]))
+        self._written, self._changed, self._flushed = len(self.records), False, now
 
     def curve(self, name: str) -> tuple[list[int], list[float]]:
         """The steps and values of the metric ``name`` where it was recorded (not null)."""
         pairs = [(r["step"], r[name]) for r in self.records if r.get(name) is not None]
         return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def _lines(records: list[dict]) -> str:
+    return "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)

@@ -142,6 +142,22 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         raise
 
 
+def append_durably(path: Path, text: str) -> None:
+    """Appends ``text`` to ``path`` and syncs it; a write that fails part-way is cut back,
+    so the file never keeps half a line (an OSError names the file)."""
+    with open(path, "a", encoding="utf-8") as f:
+        size = f.tell()
+        try:
+            f.write(text)
+            f.flush()
+            _faults.kill_point("write")
+            os.fsync(f.fileno())
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                f.truncate(size)
+            raise OSError(e.errno, e.strerror, str(path)) from None
+
+
 def finite_or_none(x: Any) -> float | None:
     """``float(x)``, or None for NaN and infinities (JSON has neither)."""
     x = float(x)
