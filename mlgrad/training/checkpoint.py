@@ -39,7 +39,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mlgrad import _faults
-from mlgrad.training.fit import TrainState
+from mlgrad.training.fit import TrainState, _split_params
 
 PathLike = str | os.PathLike
 
@@ -184,8 +184,10 @@ def _is_typed_key(x: Any) -> bool:
 def _fields(state: TrainState) -> dict[str, Any]:
     """The state as orbax stores it: its fields by name, ``model_state`` only when there is
     one (so the checkpoints of stateless runs, and those written before mlgrad had model
-    states, keep one layout)."""
+    states, keep one layout); of a module's params (an Equinox module) the float arrays that
+    ``fit`` trains, ``None`` in place of the fixed leaves, which come back from the template."""
     fields = state._asdict()
+    fields["params"] = _split_params(fields["params"], "state.params")[0]
     if fields.get("model_state") is None:
         fields.pop("model_state", None)
     return fields
@@ -415,7 +417,11 @@ class Checkpointer:
             if damaged is not None:  # raised outside the except: no traceback keeps orbax's
                 _settle_failed_reads()  # failed reads alive, so they are collected here, quietly
                 raise damaged
-        return _with_typed_keys(state, like)
+        trained, static = _split_params(like.params, "like.params")
+        restored = _with_typed_keys(state, like._replace(params=trained))
+        if static is None:
+            return restored
+        return restored._replace(params=static.combine(restored.params))
 
     def restore_newest_intact(
         self, like: TrainState
