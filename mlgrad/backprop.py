@@ -172,6 +172,56 @@ class BackpropTable:
     def __str__(self) -> str:
         return _render(self)
 
+    def edges(self) -> tuple[tuple[str, str, Any], ...]:
+        """The graph's edges ``(u, v, dv/du)``: one per variable ``u`` that ``v`` is computed
+        from (constants and literals are not variables), in forward order; ``dv/du`` is the
+        local partial of ``v.partials`` (``None`` where ``u`` or ``v`` is not a float)."""
+        names = {row.name for row in (*self.inputs, *self.rows)}
+        out = []
+        for row in self.rows:
+            for u in dict.fromkeys(row.inputs):
+                if u in names:
+                    out.append((u, row.name, row.partials.get(u)))
+        return tuple(out)
+
+    def to_dot(self) -> str:
+        """The computational graph as Graphviz DOT text (``dot -Tsvg`` renders it).
+
+        One node per row of the table (the inputs, then the intermediate variables), labelled
+        with its definition, value and adjoint as the printed table shows them; one edge
+        ``u -> v`` per :meth:`edges`, labelled with the local partial ``dv/du``. Inputs are
+        green, the output orange. ``mlgrad.draw.graph`` draws the same graph without Graphviz.
+        """
+        out = self.output
+        lines = [
+            "digraph backprop {",
+            "  rankdir=TB;",
+            f"  label={_dot_string(f'values (forward) and adjoints ∂{out}/∂v (backward)')};",
+            "  labelloc=t;",
+        ]
+        definitions = dict(zip((r.name for r in self.rows), self.formulas, strict=True))
+        for row in (*self.inputs, *self.rows):
+            head = f"{row.name} (input)" if row.operation == "input" else definitions[row.name]
+            label = f"{head}\nvalue {_short(row.value)}\n∂{out}/∂{row.name} = {_short(row.adjoint)}"
+            fill = (
+                "#d9f0d3"
+                if row.operation == "input"
+                else "#fde0c5"
+                if row.name == out
+                else "#dbe6f4"
+            )
+            lines.append(
+                f"  {_dot_string(row.name)} [label={_dot_string(label)}, shape=box, "
+                f'style="rounded,filled", fillcolor="{fill}", fontname="Helvetica"];'
+            )
+        for u, v, partial in self.edges():
+            edge = f"  {_dot_string(u)} -> {_dot_string(v)}"
+            if partial is not None:
+                edge += f" [label={_dot_string(f'∂{v}/∂{u} = {_short(partial)}')}]"
+            lines.append(edge + ";")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
 
 # --------------------------------------------------------------------------------------------
 # Public entry point
@@ -742,6 +792,12 @@ def _short(v: Any) -> str:
     if a.dtype == np.bool_:
         return f"{head} {int(a.sum())} true"
     return f"{head} min={_number(a.min())} max={_number(a.max())}"
+
+
+def _dot_string(text: str) -> str:
+    """``text`` as a DOT quoted string: quotes and backslashes escaped, lines as ``\\n``."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
 
 
 def _clip(text: str, width: int) -> str:
