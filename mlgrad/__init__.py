@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it (a module itself where the name is the module).
 _EXPORTS = {
     "numerical": "mlgrad.numerical",
+    "draw": "mlgrad.draw",
     "BackpropTable": "mlgrad.backprop",
     "backprop_table": "mlgrad.backprop",
     "derivative": "mlgrad.derivatives",
@@ -51,6 +52,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # what type checkers and editors see: every name, eagerly
+    from mlgrad import draw as draw
     from mlgrad import numerical as numerical
     from mlgrad.backprop import BackpropTable as BackpropTable
     from mlgrad.backprop import backprop_table as backprop_table

@@ -24,6 +24,7 @@ LAYERS = [
             "mlgrad.config",
             "mlgrad.data",
             "mlgrad.plots",
+            "mlgrad.draw",
             "mlgrad.models",
             "mlgrad.configs",
         ),
@@ -160,7 +161,7 @@ def test_help_answers_without_importing_jax():
         "import sys\n"
         "from mlgrad.cli import main\n"
         "codes = [main(a) for a in (['--help'], ['train', '--help'], ['eval', '--help'],"
-        " ['sweep', '--help'], ['trian'], ['train'])]\n"
+        " ['sweep', '--help'], ['draw', '--help'], ['trian'], ['train'])]\n"
         "print(codes, 'jax' in sys.modules, 'mlgrad.runs' in sys.modules)\n"
     )
     out = (
@@ -170,7 +171,7 @@ def test_help_answers_without_importing_jax():
         .stdout.strip()
         .splitlines()[-1]
     )
-    assert out == "[0, 0, 0, 0, 2, 2] False False"
+    assert out == "[0, 0, 0, 0, 0, 2, 2] False False"
 
 
 def test_the_console_script_help_does_not_import_jax():
