@@ -6,6 +6,7 @@ exceptions to exit codes and one ``error:`` paragraph. Nothing else lives here.
     mlgrad train CONFIG [key=value ...] [--out DIR] [--resume] [--dry-run] [--quiet]
     mlgrad eval RUN_DIR [--json]
     mlgrad sweep CONFIG [key=v1,v2,... ...] [--out DIR] [--dry-run] [--quiet]
+    mlgrad draw NAME [--function EXPR] [--at X[,Y]] [options] --out FILE
 
 Exit codes: 0 success; 2 a usage, config or data error (reported before anything is written);
 1 a failure during training (divergence, a disk error); 130 interrupted.
@@ -28,6 +29,7 @@ _INTERRUPTED = {
     "train": "interrupted; continue with: mlgrad train CONFIG --out RUN_DIR --resume",
     "eval": "interrupted",
     "sweep": "interrupted before the sweep started training; nothing was written",
+    "draw": "interrupted; nothing was written",
 }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 from mlgrad import runs
 from mlgrad.runs.text import format_metrics
@@ -93,5 +95,92 @@ def configs(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Each picture's example in the lecture notes (the seed files): the formula and the point.
+DRAW_EXAMPLES: dict[str, tuple[str, tuple[float, ...]]] = {
+    "secants": ("t^2", (1.0,)),  # seed 003: Δt = 2, 1 and 0.5 at t = 1
+    "taylor": ("sin(x) + cos(x)", (0.0,)),  # seed 004
+    "linearization": ("sqrt(x)", (4.0,)),  # seed 003: sqrt(4.001) ~ 2.00025
+    "surface": ("x^2 - y^2", (0.0, 0.0)),  # seed 001: the Hessian diag(2, -2)
+    "graph": ("sqrt(x^2 + exp(x^2)) + cos(x^2 + exp(x^2))", (0.5,)),  # seed 003, 6.2
+}
+#: The pictures each option of ``mlgrad draw`` applies to.
+_DRAW_OPTIONS = {
+    "steps": ("secants",),
+    "orders": ("taylor",),
+    "x": ("linearization",),
+    "xlim": ("secants", "taylor", "linearization"),
+    "extent": ("surface",),
+    "view": ("surface",),
+    "label": ("secants", "taylor", "linearization", "surface"),
+}
+
+
+def draw(args: argparse.Namespace) -> int:
+    """``mlgrad draw NAME``: one picture of the notes, from the real derivatives, to --out."""
+    from mlgrad import draw as pictures
+
+    name = args.name
+    formats = [*pictures.FORMATS, *([".dot"] if name == "graph" else [])]
+    if Path(args.out).suffix.lower() not in formats:
+        raise runs.UsageError(
+            f"--out {args.out}: the file must end in {', '.join(formats)} (the format)."
+        )
+    for option, names in _DRAW_OPTIONS.items():
+        if getattr(args, option) is not None and name not in names:
+            raise runs.UsageError(f"--{option} applies to {' and '.join(names)}, not to {name}.")
+    formula, point = DRAW_EXAMPLES[name]
+    example = args.function is None and args.at is None
+    formula = formula if args.function is None else args.function
+    point = point if args.at is None else args.at
+    try:
+        picture = _picture(pictures, args, formula, point, example)
+    except pictures.DrawError as e:
+        raise runs.UsageError(str(e)) from None
+    try:
+        pictures.save(picture, args.out)  # atomic: the whole file or none
+    except OSError as e:
+        raise runs.UsageError(f"cannot write {args.out}: {e.strerror or e}.") from None
+    print(f"wrote {args.out}: {picture.caption}")
+    return 0
+
+
+def _picture(
+    pictures: Any, args: argparse.Namespace, formula: str, point: tuple[float, ...], example: bool
+) -> Any:
+    """The picture ``args.name`` of ``formula`` at ``point`` (DrawError for a user mistake)."""
+    name = args.name
+    if name == "surface":
+        f = pictures.expression(formula, variables=("x", "y"))
+        if len(point) != 2:
+            raise pictures.DrawError(f"--at takes two numbers for surface (x0,y0), got {point}.")
+        return pictures.surface(
+            f, point, extent=args.extent, view=args.view or "both", label=args.label
+        )
+    f = pictures.expression(formula)
+    if name == "graph":
+        if len(point) != len(f.variables):
+            raise pictures.DrawError(
+                f"--at takes {len(f.variables)} number(s) for {formula!r}, one per variable "
+                f"({', '.join(f.variables)}), got {len(point)}."
+            )
+        return pictures.graph(f, *point)
+    if len(f.variables) != 1:
+        raise pictures.DrawError(
+            f"{name} draws a function of one variable; {formula!r} has "
+            f"{len(f.variables)}: {', '.join(f.variables)}."
+        )
+    if len(point) != 1:
+        raise pictures.DrawError(f"--at takes one number for {name}, got {len(point)}.")
+    common = {"label": args.label, "xlim": args.xlim}
+    if args.xlim is not None and len(args.xlim) != 2:
+        raise pictures.DrawError(f"--xlim takes two numbers LO,HI, got {len(args.xlim)}.")
+    if name == "secants":
+        return pictures.secants(f, point[0], args.steps or (2.0, 1.0, 0.5), **common)
+    if name == "taylor":
+        return pictures.taylor(f, point[0], args.orders or (0, 1, 2, 3, 5), **common)
+    x = 4.001 if example and args.x is None else args.x
+    return pictures.linearization(f, point[0], x, **common)
+
+
 #: The function of each command.
-COMMANDS = {"train": train, "eval": evaluate, "sweep": sweep, "configs": configs}
+COMMANDS = {"train": train, "eval": evaluate, "sweep": sweep, "configs": configs, "draw": draw}

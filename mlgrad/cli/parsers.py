@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 
-COMMANDS = ("train", "eval", "sweep", "configs")
+COMMANDS = ("train", "eval", "sweep", "configs", "draw")
+#: The pictures of ``mlgrad draw`` (mlgrad.draw's functions of the same names).
+DRAW_NAMES = ("secants", "taylor", "linearization", "surface", "graph")
 
 
 def _version() -> str:
@@ -44,6 +47,11 @@ def main_parser() -> argparse.ArgumentParser:
         "sweep", help="train every combination of config values (seeds x learning rates vmapped)"
     )
     sub.add_parser("configs", help="list the built-in configs, or write one out to edit")
+    sub.add_parser(
+        "draw",
+        help="draw a picture of the lecture notes from the real derivatives (secants, "
+        "Taylor polynomials, a saddle, the backpropagation graph)",
+    )
     return parser
 
 
@@ -218,6 +226,113 @@ def configs_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _numbers(text: str) -> tuple[float, ...]:
+    """``"2,1,0.5"`` -> ``(2.0, 1.0, 0.5)`` (an argparse type: a bad value is a usage error)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers"
+        ) from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: the numbers must be finite")
+    return values
+
+
+def _orders(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> ``(0, 1, 2)``: integers >= 0."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: the orders must be >= 0")
+    return values
+
+
+def draw_parser() -> argparse.ArgumentParser:
+    """The options of ``mlgrad draw``."""
+    p = argparse.ArgumentParser(
+        prog="mlgrad draw",
+        description="Draw one picture of the lecture notes from the real derivatives (mlgrad.draw) "
+        "and write it to --out FILE (PNG, PDF or SVG by its suffix; the graph also as .dot, "
+        "Graphviz text). Without --function and --at each picture is the notes' own example: "
+        "secants of t^2 at t = 1 for steps 2, 1, 0.5 (seed 003); Taylor polynomials of "
+        "sin(x) + cos(x) at 0 (seed 004); the linearization of sqrt(x) at 4, error at 4.001 "
+        "(seed 003); the saddle x^2 - y^2 at (0, 0) (seed 001); the backpropagation graph of "
+        "sqrt(x^2 + exp(x^2)) + cos(x^2 + exp(x^2)) at 0.5 (seed 003). The file is written "
+        "whole or not at all; an existing one is replaced. Exit codes: 0 written, 2 usage "
+        "error (nothing written).",
+        epilog="Examples:\n"
+        "  mlgrad draw secants --out secants.png\n"
+        "  mlgrad draw taylor --function 'exp(x)' --at 0 --orders 1,2,4 --out taylor.pdf\n"
+        "  mlgrad draw surface --function 'x^2 + x*y + y^2' --at=-1,0.5 --out cup.png\n"
+        "  mlgrad draw graph --function 'x*y + sin(x)' --at 1,2 --out graph.svg\n"
+        "Formulas: + - * / ^ (or **), numbers, pi, e, and sin cos tan exp log sqrt abs tanh "
+        "sinh cosh arctan arcsin sigmoid relu softplus. Write a negative first value as "
+        "--at=-1,2.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "name",
+        metavar="NAME",
+        choices=DRAW_NAMES,
+        help=f"the picture: {', '.join(DRAW_NAMES)}",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        required=True,
+        help="the file to write: .png, .pdf or .svg (graph: also .dot)",
+    )
+    p.add_argument(
+        "-f",
+        "--function",
+        metavar="EXPR",
+        help="the function as a formula in its variables, e.g. 'sin(x) + cos(x)' (surface: "
+        "x and y; graph: its variables in alphabetical order)",
+    )
+    p.add_argument(
+        "--at",
+        metavar="X[,Y...]",
+        type=_numbers,
+        help="the point: x0 (surface: x0,y0; graph: one value per variable)",
+    )
+    p.add_argument(
+        "--steps", metavar="H,...", type=_numbers, help="secants: the steps (default 2,1,0.5)"
+    )
+    p.add_argument(
+        "--orders",
+        metavar="N,...",
+        type=_orders,
+        help="taylor: the polynomial orders (default 0,1,2,3,5)",
+    )
+    p.add_argument(
+        "--x",
+        metavar="X",
+        type=float,
+        help="linearization: the point to show the error at (the notes' example: 4.001)",
+    )
+    p.add_argument(
+        "--xlim",
+        metavar="LO,HI",
+        type=_numbers,
+        help="secants, taylor, linearization: the x window",
+    )
+    p.add_argument(
+        "--extent", metavar="R", type=float, help="surface: the window's half-width (default 2)"
+    )
+    p.add_argument(
+        "--view",
+        choices=("both", "contour", "3d"),
+        help="surface: contours beside the 3-D surface (both, the default), or one of them",
+    )
+    p.add_argument("--label", metavar="TEXT", help="the function's label (not for graph)")
+    return p
+
+
 def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
     """Dispatches on the command, then parses its options (overrides may come anywhere)."""
     top = main_parser()
@@ -234,5 +349,6 @@ def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
         "eval": eval_parser,
         "sweep": sweep_parser,
         "configs": configs_parser,
+        "draw": draw_parser,
     }[command]()
     return command, parser.parse_intermixed_args(argv[1:])
