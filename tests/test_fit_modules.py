@@ -108,18 +108,20 @@ def resumed(loss, params, directory, model_state=None, **kw):
 
 class EqxClassifier(eqx.Module):
     """Trained: the MLP's float arrays. Held fixed: its activation functions, a Python float
-    (the logit scale), the dropout layer's rate and flag, and an integer array."""
+    (the logit scale), the dropout layer's rate and flag, an integer array and a PRNG key."""
 
     mlp: eqx.nn.MLP
     dropout: eqx.nn.Dropout
     scale: float
     classes: jax.Array
+    key: jax.Array
 
     def __init__(self, key):
         self.mlp = eqx.nn.MLP(D, C, H, 2, activation=jnp.tanh, key=key)
         self.dropout = eqx.nn.Dropout(0.25)
         self.scale = 2.0
         self.classes = jnp.arange(C)
+        self.key = jax.random.key(5)  # a typed key array
 
     def __call__(self, x, key):
         h = self.dropout(x, key=key)
@@ -174,6 +176,7 @@ def test_an_equinox_module_trains_its_float_arrays_and_holds_the_rest_fixed(tmp_
         assert not np.allclose(r.params.mlp.layers[0].weight, model.mlp.layers[0].weight)
         # the fixed leaves are the model's own objects, untouched
         assert r.params.scale is model.scale and r.params.classes is model.classes
+        assert r.params.key is model.key
         assert r.params.dropout.p == 0.25 and r.params.dropout.inference is False
         assert r.params.mlp.activation is model.mlp.activation
         # the optimizer saw eqx.filter's form: None in place of the fixed leaves
@@ -202,6 +205,8 @@ def test_params_that_cannot_be_trained_are_named_with_their_path_and_type():
         fit(loss, {"w": jnp.zeros(3), "f": jax.nn.relu}, (x,), **kw)
     with pytest.raises(TypeError, match=r"params\['layers'\]\[1\] is a value of type str"):
         fit(loss, {"w": jnp.zeros(3), "layers": [1.0, "relu"]}, (x,), **kw)
+    with pytest.raises(TypeError, match=r"params\['k'\] is an array of dtype key<fry> and"):
+        fit(loss, {"w": jnp.zeros(3), "k": jax.random.key(0)}, (x,), **kw)
     with pytest.raises(TypeError, match=r"params has nothing to train.*params\.fn: a value"):
         fit(loss, eqx.nn.Lambda(jax.nn.relu), (x,), **kw)
     with pytest.raises(TypeError, match=r"state\.params\['w'\] is an array of dtype int32"):

@@ -362,7 +362,10 @@ def _split_params(params: PyTree, what: str = "params") -> tuple[PyTree, _Static
         raise ValueError(f"fit: {what} is None; pass initial parameters, or state= to resume.")
     _refuse_nnx(params, what)
     leaves = jax.tree.leaves(params)
-    if leaves and all(isinstance(x, jax.Array) and x.dtype.kind in "fc" for x in leaves):
+    if leaves and all(
+        isinstance(x, jax.Array) and isinstance(x.dtype, np.dtype) and x.dtype.kind in "fc"
+        for x in leaves
+    ):
         return params, None  # the common case: nothing to convert, nothing fixed
     plain = lambda x: x is None or not isinstance(x, dict | list | tuple)  # noqa: E731
     units, _ = jax.tree_util.tree_flatten_with_path(params, is_leaf=plain)
@@ -400,11 +403,9 @@ def _split_params(params: PyTree, what: str = "params") -> tuple[PyTree, _Static
 
 
 def _is_float_array(x: Any) -> bool:
-    dtype = getattr(x, "dtype", None)
-    return (
-        isinstance(x, jax.Array | np.ndarray | np.generic)
-        and dtype is not None
-        and np.dtype(dtype).kind in "fc"
+    """A float or complex array (JAX or NumPy); not a PRNG key array, nor an integer one."""
+    return isinstance(x, jax.Array | np.ndarray | np.generic) and jnp.issubdtype(
+        x.dtype, jnp.inexact
     )
 
 
