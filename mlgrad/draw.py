@@ -596,8 +596,8 @@ def linearization(
       >>> import jax.numpy as jnp
       >>> from mlgrad import draw
       >>> picture = draw.linearization(jnp.sqrt, 4.0, 4.001)
-      >>> picture.numbers["L(x)"], round(picture.numbers["error"], 12)
-      (2.00025, -1.5625e-08)
+      >>> round(picture.numbers["L(x)"], 12), round(picture.numbers["error"], 12)
+      (2.00025, -1.5623e-08)
     """
     var = _variable(f, var)
     a = _real(x0, "x0", "linearization")
@@ -1057,8 +1057,8 @@ def graph(
       >>> picture = draw.graph(f, 0.5)
       >>> picture.numbers["depth"]
       {'x': 0, 'a': 1, 'b': 2, 'c': 3, 'd': 4, 'e': 4, 'f': 5}
-      >>> round(float(picture.numbers["adjoints"]["x"]), 5)
-      -0.01367
+      >>> round(float(picture.numbers["adjoints"]["x"]), 4)
+      -1.3604
     """
     from matplotlib.patches import FancyArrowPatch
 

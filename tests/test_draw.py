@@ -599,6 +599,13 @@ def test_the_readme_pictures_exist():
         assert (ROOT / image).read_bytes()[:4] == b"\x89PNG", image
 
 
+def test_the_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(draw)
+    assert result.attempted >= 10 and result.failed == 0
+
+
 def test_pictures_are_figures_drawn_without_pyplot():
     picture = draw.taylor(jnp.sin, 0.0, (1,))
     assert isinstance(picture, draw.Picture) and isinstance(picture, Figure)
