@@ -405,3 +405,11 @@ def test_real_process_trains_and_fills_the_cache(tmp_path):
     assert "Traceback" not in ok.stderr and "devices: " in ok.stderr
     assert ok.stdout.startswith("done: 3 steps")
     assert any(cache.iterdir())
+
+
+def test_every_command_has_an_interrupt_message():
+    # Ctrl-C in any command ends with its own one-line message (exit 130), never a KeyError.
+    from mlgrad.cli import _INTERRUPTED
+    from mlgrad.cli.parsers import COMMANDS
+
+    assert set(_INTERRUPTED) == set(COMMANDS)

@@ -30,6 +30,7 @@ _INTERRUPTED = {
     "eval": "interrupted",
     "sweep": "interrupted before the sweep started training; nothing was written",
     "draw": "interrupted; nothing was written",
+    "configs": "interrupted",
 }
 
 
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(e))
         return e.exit_code
     except KeyboardInterrupt:
-        _error(_INTERRUPTED[command])
+        _error(_INTERRUPTED.get(command, "interrupted"))
         return EXIT_INTERRUPTED
     except Exception as e:
         if os.environ.get("MLGRAD_DEBUG"):
