@@ -25,6 +25,12 @@ _EXPORTS = {
     "gradient": "mlgrad.derivatives",
     "partial_derivative": "mlgrad.derivatives",
     "value_and_gradient": "mlgrad.derivatives",
+    "divergence": "mlgrad.curvature",
+    "hessian_diagonal": "mlgrad.curvature",
+    "hessian_eigenvalues": "mlgrad.curvature",
+    "hessian_trace": "mlgrad.curvature",
+    "laplacian": "mlgrad.curvature",
+    "spectral_density": "mlgrad.curvature",
     "ChainRule": "mlgrad.jacobians",
     "chain_rule": "mlgrad.jacobians",
     "gnvp": "mlgrad.jacobians",
@@ -56,6 +62,12 @@ if TYPE_CHECKING:  # what type checkers and editors see: every name, eagerly
     from mlgrad import numerical as numerical
     from mlgrad.backprop import BackpropTable as BackpropTable
     from mlgrad.backprop import backprop_table as backprop_table
+    from mlgrad.curvature import divergence as divergence
+    from mlgrad.curvature import hessian_diagonal as hessian_diagonal
+    from mlgrad.curvature import hessian_eigenvalues as hessian_eigenvalues
+    from mlgrad.curvature import hessian_trace as hessian_trace
+    from mlgrad.curvature import laplacian as laplacian
+    from mlgrad.curvature import spectral_density as spectral_density
     from mlgrad.derivatives import derivative as derivative
     from mlgrad.derivatives import directional_derivative as directional_derivative
     from mlgrad.derivatives import gradient as gradient
