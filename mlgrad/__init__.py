@@ -52,6 +52,9 @@ _EXPORTS = {
     "TrainState": "mlgrad.training",
     "fit": "mlgrad.training",
     "sweep": "mlgrad.training",
+    "SparseJacobian": "mlgrad.sparse",
+    "sparse_hessian": "mlgrad.sparse",
+    "sparse_jacobian": "mlgrad.sparse",
     "Model": "mlgrad.registry",
     "find_model": "mlgrad.registry",
     "find_config": "mlgrad.registry",
@@ -91,6 +94,9 @@ if TYPE_CHECKING:  # what type checkers and editors see: every name, eagerly
     from mlgrad.registry import Model as Model
     from mlgrad.registry import find_config as find_config
     from mlgrad.registry import find_model as find_model
+    from mlgrad.sparse import SparseJacobian as SparseJacobian
+    from mlgrad.sparse import sparse_hessian as sparse_hessian
+    from mlgrad.sparse import sparse_jacobian as sparse_jacobian
     from mlgrad.training import FitResult as FitResult
     from mlgrad.training import SweepResult as SweepResult
     from mlgrad.training import TrainingDivergedError as TrainingDivergedError

@@ -32,7 +32,13 @@ LAYERS = [
     ("library", ("mlgrad.registry",)),
     (
         "calculus",
-        ("mlgrad.numerical", "mlgrad.derivatives", "mlgrad.jacobians", "mlgrad.expansions"),
+        (
+            "mlgrad.numerical",
+            "mlgrad.derivatives",
+            "mlgrad.jacobians",
+            "mlgrad.expansions",
+            "mlgrad.sparse",
+        ),
     ),
     ("calculus", ("mlgrad.backprop",)),
     ("helpers", ("mlgrad._validation", "mlgrad._series", "mlgrad._faults")),
