@@ -207,6 +207,12 @@ def test_gauss_newton_matrix_from_model_and_loss():
     np.testing.assert_allclose(eig.values, truth[-2:], atol=1e-10 * truth.max())
 
 
+@pytest.mark.slow  # another compiled solver
+def test_a_nan_product_stops_the_solver_unconverged():
+    eig = eigenvalues_of(lambda v: v * jnp.nan, jnp.zeros(50))
+    assert not bool(eig.converged) and int(eig.num_matvecs) == 1
+
+
 @pytest.mark.slow  # two more compiled solvers
 def test_warm_start_from_the_previous_eigenvector_converges_in_one_short_cycle():
     n = 64
@@ -215,6 +221,21 @@ def test_warm_start_from_the_previous_eigenvector_converges_in_one_short_cycle()
     cold = eigenvalues_of(lambda v: a @ v, jnp.zeros(n))
     warm = eigenvalues_of(lambda v: a @ v, jnp.zeros(n), v0=cold.vectors[0], num_iters=3)
     assert abs(float(warm.values[0]) - 10.0) < 1e-10 and int(warm.num_matvecs) == 4
+
+
+def test_several_differentiated_arguments_form_one_hessian():
+    def f(a, b, c):
+        return 1.5 * jnp.sum(a**2) + jnp.sum(jnp.array([1.0, 2.0, 3.0]) * b**2) + a[0] * b[0] + c
+
+    hess = np.diag([3.0, 3.0, 2.0, 4.0, 6.0])
+    hess[0, 2] = hess[2, 0] = 1.0
+    args = (jnp.zeros(2), jnp.zeros(3), 1.0)
+    eig = mlgrad.hessian_eigenvalues(f, *args, argnums=(0, 1), k=2, which="both")
+    np.testing.assert_allclose(eig.values, extremes(np.linalg.eigvalsh(hess), 2, "both"))
+    assert [v.shape for v in eig.vectors] == [(4, 2), (4, 3)]
+    diag = mlgrad.hessian_diagonal(f, *args, argnums=(0, 1)).value
+    np.testing.assert_allclose(np.concatenate(diag), np.diag(hess))
+    assert float(mlgrad.laplacian(f, argnums=(0, 1))(*args)) == pytest.approx(np.trace(hess))
 
 
 def test_eigenvalue_arguments_are_checked_with_clear_errors():

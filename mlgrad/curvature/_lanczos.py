@@ -208,7 +208,10 @@ def extreme_eigenpairs(
         )
         scale = jnp.maximum(scale, jnp.max(jnp.abs(values)))
         converged = jnp.all(residuals <= tol * scale)
-        done = (state.j == 0) & (state.cycle >= 1) & (converged | (state.cycle >= max_cycles))
+        failed = ~jnp.all(jnp.isfinite(aq))  # a NaN or inf product: stop, nothing will improve
+        done = failed | (
+            (state.j == 0) & (state.cycle >= 1) & (converged | (state.cycle >= max_cycles))
+        )
         proj = jax.lax.dynamic_update_slice(state.proj, _mm(state.basis.T, aq), (0, state.j * b))
         state = state._replace(scale=scale)
         basis, proj, j, cycle, scale = jax.lax.cond(
@@ -245,7 +248,8 @@ def dense_eigenpairs(
     values, vectors = values[idx], vectors[:, idx]
     residuals = _column_norms(_mm(a, vectors) - vectors * values[None, :])
     scale = jnp.max(jnp.abs(values))
-    return Eigen(values, vectors, residuals, jnp.asarray(True), jnp.asarray(n), scale)
+    converged = jnp.all(jnp.isfinite(residuals))
+    return Eigen(values, vectors, residuals, converged, jnp.asarray(n), scale)
 
 
 def lanczos_quadrature(

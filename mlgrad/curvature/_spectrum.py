@@ -214,7 +214,9 @@ def hessian_eigenvalues(
       key: a ``jax.random`` key for the start vectors (default ``PRNGKey(0)``, so that repeated
         calls agree).
       num_iters: the most block Lanczos steps, over all restarts (each step is one product per
-        sought eigenvalue); default 30 restart cycles.
+        sought eigenvalue; one more step gives the final residuals); default 30 restart cycles
+        of at least 32 products (4 steps) each. A NaN or infinite product stops the solver
+        (``converged`` False).
       tol: stop when every pair has :math:`\|H v - \lambda v\| \le` ``tol`` :math:`\cdot
         \max|\lambda|`; default ``eps ** 0.6`` of the dtype (4e-10 in float64, 7e-5 in
         float32). The eigenvalue error is at most the residual, and usually about its square
