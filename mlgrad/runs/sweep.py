@@ -206,9 +206,7 @@ class _Groups:
         )
         t = time.perf_counter()
         with precision(group.cfg):
-            params = (
-                self._one_by_one(group) if why else self._vmapped(group, optimizer_fn, uses_lr)
-            )
+            params = self._one_by_one(group) if why else self._vmapped(group, optimizer_fn, uses_lr)
         seconds = round(time.perf_counter() - t, 3)
         if params is not None:
             for d in runtime.devices_of(params):
