@@ -205,32 +205,42 @@ def _assemble(coloring: Coloring, outputs: jax.Array, source: np.ndarray) -> Spa
     return SparseJacobian(matrix, coloring.colors, coloring)
 
 
+def _one_hot_seeds(colors: np.ndarray, count: int, dtype: Any) -> jax.Array:
+    """``count x len(colors)`` seeds, row ``c`` the indicator of colour ``c``, built inside the
+    compiled program from the colours (n integers) rather than baked in as a matrix."""
+    return (jnp.asarray(colors)[None, :] == jnp.arange(count)[:, None]).astype(dtype)
+
+
 def _jacobian_products(flat_f: Callable, flat_x: jax.Array, coloring: Coloring) -> jax.Array:
-    v_seeds, u = coloring.seeds()
-    v = jnp.asarray(v_seeds, dtype=flat_x.dtype)
+    jvps, vjps = coloring.jvps, coloring.vjps
+    v = _one_hot_seeds(coloring.column_colors, jvps, flat_x.dtype)
     parts = []
-    if coloring.jvps and coloring.vjps:  # one linearisation serves both kinds
+    if jvps and vjps:  # one linearisation serves both kinds
         y, lin = jax.linearize(flat_f, flat_x)
         pullback = jax.linear_transpose(lin, flat_x)
         parts.append(jax.vmap(lin)(v).ravel())
-        u_arr = jnp.asarray(u, dtype=y.dtype)
-        parts.append(jax.vmap(lambda w: pullback(w)[0])(u_arr).ravel())
-    elif coloring.jvps:
+        u = _one_hot_seeds(coloring.row_colors, vjps, y.dtype)
+        parts.append(jax.vmap(lambda w: pullback(w)[0])(u).ravel())
+    elif jvps:
         parts.append(jax.vmap(lambda t: jax.jvp(flat_f, (flat_x,), (t,))[1])(v).ravel())
-    elif coloring.vjps:
+    elif vjps:
         y, pullback = jax.vjp(flat_f, flat_x)
-        u_arr = jnp.asarray(u, dtype=y.dtype)
-        parts.append(jax.vmap(lambda w: pullback(w)[0])(u_arr).ravel())
+        u = _one_hot_seeds(coloring.row_colors, vjps, y.dtype)
+        parts.append(jax.vmap(lambda w: pullback(w)[0])(u).ravel())
     else:
         parts.append(jnp.zeros(0, dtype=flat_x.dtype))
     return jnp.concatenate(parts)
 
 
 def _hessian_products(flat_f: Callable, flat_x: jax.Array, coloring: Coloring) -> jax.Array:
-    v, u = coloring.seeds()
-    seeds = jnp.asarray(np.concatenate([v, u]), dtype=flat_x.dtype)
-    if seeds.shape[0] == 0:
+    if coloring.colors == 0:
         return jnp.zeros(0, dtype=flat_x.dtype)
+    seeds = jnp.concatenate(
+        [
+            _one_hot_seeds(coloring.column_colors, coloring.jvps, flat_x.dtype),
+            _one_hot_seeds(coloring.row_colors, coloring.vjps, flat_x.dtype),
+        ]
+    )
     grad = jax.grad(lambda z: flat_f(z).reshape(()))
     return jax.vmap(lambda t: jax.jvp(grad, (flat_x,), (t,))[1])(seeds).ravel()
 
