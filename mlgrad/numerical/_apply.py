@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +42,17 @@ from mlgrad.numerical._schemes import (
     stencil,
 )
 
-# (order, method, richardson, return_error, spacing): everything that picks a scheme
-Key = tuple[int, str, bool, bool, str]
+
+class Key(NamedTuple):
+    """Everything that picks a scheme (hashable: a static argument of the compiled combine)."""
+
+    order: int
+    method: str
+    richardson: bool
+    return_error: bool
+    spacing: str  # the step sequence with extrapolation, see spacing_of
+    accuracy: int | None = None  # the plain stencil's accuracy order; None: the default one
+
 
 TRUNCATION_SAFETY = 2.0  # the estimate is twice the disagreement it sees
 NOISE_SAFETY = 2.0  # and twice the rounding bound eps (|f| + |x| |f'|) per sample
@@ -71,17 +80,24 @@ def spacing_of(dtype: Any, order: int) -> str:
     return "wide" if eps_of(dtype) <= 1e-15 and order == 1 else "fine"
 
 
-def make_key(order: int, method: str, richardson: bool, return_error: bool, dtype: Any) -> Key:
-    return (order, method, bool(richardson), bool(return_error), spacing_of(dtype, order))
+def make_key(
+    order: int,
+    method: str,
+    richardson: bool,
+    return_error: bool,
+    dtype: Any,
+    accuracy: int | None = None,
+) -> Key:
+    spacing = spacing_of(dtype, order)
+    return Key(order, method, bool(richardson), bool(return_error), spacing, accuracy)
 
 
 def scheme_of(key: Key, hessian: bool = False) -> Scheme:
-    order, method, richardson, return_error, spacing = key
     if hessian:
-        return hessian_scheme(spacing, richardson, return_error)
-    if richardson:
-        return derivative_scheme(order, method, spacing)
-    return plain_scheme(order, method, return_error)
+        return hessian_scheme(key.spacing, key.richardson, key.return_error)
+    if key.richardson:
+        return derivative_scheme(key.order, key.method, key.spacing)
+    return plain_scheme(key.order, key.method, key.return_error, key.accuracy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,17 +116,17 @@ def first_step(x: jax.Array, key: Key, step: Any) -> jax.Array:
     With extrapolation the sequence starts at max(1, |x|) (rounded to a power of two). Without,
     the default step balances truncation (h^p) against rounding (eps / h^order):
     h = eps^(1/(order + p)) * max(1, |x|), rounded to a power of two, i.e. cbrt(eps) for a
-    first central difference and sqrt(eps) for a forward one.
+    first central difference and sqrt(eps) for a forward one, and eps^(1/(order + p)) for a
+    stencil of accuracy p.
     """
-    order, method, richardson, _, _ = key
     if step is not None:
         h = jnp.broadcast_to(jnp.asarray(step, dtype=x.dtype), x.shape)
     else:
         h = pow2(jnp.maximum(1.0, jnp.abs(x)))
-        if not richardson:
-            p = stencil(order, method).powers[0]
-            h = h * 2.0 ** round(math.log2(eps_of(x.dtype) ** (1.0 / (order + p))))
-    if richardson:
+        if not key.richardson:
+            p = stencil(key.order, key.method, key.accuracy).powers[0]
+            h = h * 2.0 ** round(math.log2(eps_of(x.dtype) ** (1.0 / (key.order + p))))
+    if key.richardson:
         return h
     return h / float(scheme_of(key).steps[-1])
 
@@ -284,7 +300,6 @@ def combine(
     of each sample's point (see tableau_estimates). The best entry is the one with the smallest
     error estimate; where no entry has a finite one (every step left f's domain) both are NaN.
     """
-    _, _, _, return_error, _ = key
     scheme = scheme_of(key, hessian)
     shape = samples.shape[1:]
     flat = samples.reshape(samples.shape[0], math.prod(shape))
@@ -307,7 +322,7 @@ def combine(
     found = jnp.isfinite(pick_error)
     pick_value = jnp.where(found, pick_value, jnp.nan).reshape(shape)
     pick_error = jnp.where(found, pick_error, jnp.nan).reshape(shape)
-    return pick_value, (pick_error if return_error else None)
+    return pick_value, (pick_error if key.return_error else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,3 +364,38 @@ def along_lines(
 
     size = jnp.full(directions.shape[:1], jnp.max(jnp.abs(x), initial=0.0), x.dtype)
     return differentiate_lines(evaluate, h0, key, origin=size)
+
+
+# --------------------------------------------------------------------------------------------
+# The complex step: f'(x) = Im f(x + ih) / h, one evaluation, no cancellation
+# --------------------------------------------------------------------------------------------
+
+
+def complex_step_size(ax: jax.Array) -> jax.Array:
+    """The complex step h per entry of |x| (a real array): c min(1, |x|) as a power of two (c
+    at x = 0), c = eps^2 in float64 and eps in lower precision, and at least tiny / eps.
+
+    Im f(x + ih) / h = f'(x) - h^2 f^(3)(x) / 6 + ..., with no difference of nearby values to
+    cancel, so any h far below the scale of f's features gives f' to rounding, and a tiny h
+    reaches the finest features. It stays relative to |x| below 1 (for sqrt or log near 0,
+    whose features shrink with |x|) and well above the underflow threshold, since the imaginary
+    parts f computes are h times derivatives: c = eps in float32, whose exponent range is
+    narrow (x^5 at x = 1e-6 has f' = 5e-24, and h f' must stay a normal float).
+    """
+    eps = eps_of(ax.dtype)
+    c = eps**2 if eps <= 1e-15 else eps
+    floor = float(jnp.finfo(ax.dtype).tiny) / eps
+    scale = pow2(jnp.where(ax > 0, jnp.minimum(1.0, ax), 1.0))
+    return jnp.maximum(c * scale, floor)
+
+
+def complex_step_lines(
+    g: Callable[[jax.Array], jax.Array], x: jax.Array, directions: jax.Array, h: jax.Array
+) -> jax.Array:
+    """Im g(x + i h_l v_l) / h_l for each row v_l of `directions` (steps h, shape L): (L, *out).
+
+    `g` takes complex points of x's precision; one evaluation per line.
+    """
+    points = x + (1j * h)[:, None] * directions
+    values = jax.vmap(g)(points)
+    return jnp.imag(values) / h.reshape(h.shape + (1,) * (values.ndim - 1))

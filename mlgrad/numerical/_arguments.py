@@ -32,6 +32,7 @@ class Selected(NamedTuple):
     args: tuple[Any, ...]
     nums: tuple[int, ...]  # positions of the differentiated arguments, all >= 0
     single: bool  # argnums was an int (the result is not wrapped in a tuple)
+    kwargs: dict[str, Any]  # keyword arguments of f: passed through, never differentiated
 
     @property
     def like(self) -> Any:
@@ -41,11 +42,11 @@ class Selected(NamedTuple):
         return tuple(self.args[i] for i in self.nums)
 
     def call(self, f: Callable[..., Any], like: Any) -> Any:
-        """f with the differentiated arguments replaced by `like`."""
+        """f with the differentiated arguments replaced by `like` (and f's keyword arguments)."""
         new = list(self.args)
         for i, part in zip(self.nums, (like,) if self.single else like, strict=True):
             new[i] = part
-        return f(*new)
+        return f(*new, **self.kwargs)
 
 
 def is_complex(leaf: Any) -> bool:
@@ -63,15 +64,21 @@ def real_only(tree: Any, what: str, name: str, operator: str) -> None:
             )
 
 
-def select_args(args: Sequence[Any], argnums: int | Sequence[int], name: str) -> Selected:
-    """Checks argnums (negative ones count from the end) and promotes those arguments."""
+def select_args(
+    args: Sequence[Any],
+    argnums: int | Sequence[int],
+    name: str,
+    kwargs: dict[str, Any] | None = None,
+) -> Selected:
+    """Checks argnums (negative ones count from the end) and promotes those arguments; the
+    keyword arguments go to f as they are (as under jax.grad, never differentiated)."""
     check_argnums(argnums, len(args), name)
     single = isinstance(argnums, int)
     nums = tuple(i % len(args) for i in ((argnums,) if single else argnums))
     args = list(args)
     for i in set(nums):
         args[i] = as_float(args[i], f"argument {i}")
-    return Selected(tuple(args), nums, single)
+    return Selected(tuple(args), nums, single, dict(kwargs or {}))
 
 
 class Flat(NamedTuple):
@@ -82,6 +89,7 @@ class Flat(NamedTuple):
     parts: Callable[[jax.Array], list[list[jax.Array]]]  # x-shaped -> per leaf [re] or [re, im]
     treedef: Any
     g: Callable[[jax.Array], Any]  # f as a function of x
+    g_complex: Callable[[jax.Array], Any]  # f at a complex x + iy (all arguments real)
 
 
 def realify(like: Any) -> tuple[jax.Array, Callable, Callable, Any]:
@@ -104,7 +112,14 @@ def realify(like: Any) -> tuple[jax.Array, Callable, Callable, Any]:
 def flatten(f: Callable[..., Any], sel: Selected, like: Any) -> Flat:
     """f as a function of one real vector holding the differentiated arguments."""
     x, unravel, parts, treedef = realify(like)
-    return Flat(x, unravel, parts, treedef, lambda v: sel.call(f, unravel(v)))
+
+    def g_complex(z: jax.Array) -> Any:  # each leaf: its entries of Re z + i its entries of Im z
+        point = jax.tree_util.tree_map(
+            lambda a, b: a + 1j * b, unravel(jnp.real(z)), unravel(jnp.imag(z))
+        )
+        return sel.call(f, point)
+
+    return Flat(x, unravel, parts, treedef, lambda v: sel.call(f, unravel(v)), g_complex)
 
 
 def complex_gradient(flat: Flat, grad: jax.Array, error: bool = False) -> Any:

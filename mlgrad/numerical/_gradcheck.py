@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlgrad.numerical._apply import along_lines, eps_of, first_step, make_key, pow2
+from mlgrad.numerical._apply import along_lines, eps_of, first_step, make_key, pow2, scheme_of
 from mlgrad.numerical._arguments import flatten, realify, select_args
 
 
@@ -35,11 +35,17 @@ NOT_FLOAT_OUTPUT = (
 _SMALL = 20  # inputs up to which every coordinate direction is checked, naming the worst entry
 
 
-def _default_tolerance(eps: float) -> float:
+def _default_tolerance(eps: float, order: int = 1) -> float:
+    """The default rtol for the check of derivatives of this order (measured, see check_grad).
+
+    In float32 the second and third derivatives are finite differences of a float32 gradient
+    or Hessian from autodiff, whose rounding (a few eps of the magnitudes of its terms, not of
+    its value) the error estimate does not model: they get 2e-3 and 1e-2.
+    """
     if eps <= 1e-15:  # float64
         return 1e-6
     if eps <= 1e-6:  # float32
-        return 2e-3
+        return {1: 2e-4, 2: 2e-3}.get(order, 1e-2)
     return 5e-2  # float16, bfloat16
 
 
@@ -92,6 +98,27 @@ def _fmt(v: Any) -> str:
     return f"{float(v):.10g}"
 
 
+def _on_the_grid(v: np.ndarray, x: jax.Array) -> jax.Array:
+    """Directions near v whose sample points x + t v are exact in x's dtype.
+
+    The steps t along a direction are powers of two times h0 = max(1, max |x|), the smallest
+    t_min; with each v_i a multiple of ulp(x_i) / t_min, every t v_i is a multiple of ulp(x_i)
+    and x_i + t v_i is exact. Otherwise the points are rounded off the line by up to
+    eps |x_i| / 2 in every coordinate, an error of about eps sum_i |x_i| |df/dx_i| / t in the
+    difference, which the error estimate's model (eps max|x| |D_v f|, for points on the line)
+    misses where D_v f is small by cancellation; in float32 that is a false alarm waiting to
+    happen (sin at |x| ~ 10: an error of 2e-4, three times the estimate). The change to v is
+    below 2^-9 per entry in float32, 2^-24 in float64.
+    """
+    key = make_key(1, "central", True, True, x.dtype)
+    offsets = np.abs(scheme_of(key).offsets)
+    h0 = float(pow2(jnp.maximum(1.0, jnp.max(jnp.abs(x)))))
+    t_min = float(offsets[offsets > 0].min()) * h0
+    ulp = np.spacing(np.abs(np.asarray(x))).astype(np.float64)
+    unit = ulp / t_min  # a power of two per entry
+    return jnp.asarray(np.round(v / unit) * unit, x.dtype)
+
+
 def _ratio(ad: Any, num: Any, err: Any, atol: float, rtol: float) -> np.ndarray:
     """|ad - num| / (atol + rtol max(|ad|, |num|) + FD error estimate); NaN counts as failure."""
     ad, num, err = (np.asarray(a, dtype=np.float64) for a in (ad, num, err))
@@ -124,7 +151,8 @@ def _measure(
     forward mode (from reverse mode for custom_vjp functions, which have no JVP), and `u`
     gives the dot-product identity <u, J v> = <J^T u, v>. Second order: fn is the
     reverse-mode gradient of a scalar function, the autodiff side its JVP (forward-over-reverse,
-    or its VJP where there is no JVP: H is symmetric). The numerical side is always the
+    or its VJP where there is no JVP: H is symmetric). Third order (`second=False` again): fn is
+    the raveled Hessian (or H w), the autodiff side its JVP. The numerical side is always the
     finite-difference derivative of fn along the directions (and the coordinates, for few
     inputs), extrapolated.
     """
@@ -242,6 +270,7 @@ def check_grad(
     atol: float | None = None,
     rtol: float | None = None,
     seed: int = 0,
+    **kwargs: Any,
 ) -> None:
     """Checks autodiff derivatives of f at args against finite differences.
 
@@ -257,7 +286,12 @@ def check_grad(
     direction is checked as well, which names the worst single entry. With ``order=2`` the
     first-order check runs first, then the Hessian-vector products H v (forward-over-reverse:
     the JVP of the reverse-mode gradient; for a vector-valued f, of a random projection
-    <u, f>) are checked against finite differences of the gradient along v. Complex inputs
+    <u, f>) are checked against finite differences of the gradient along v. With ``order=3``
+    the first- and second-order checks run first, then the third derivatives: the JVP of the
+    Hessian (``jax.hessian``, forward-over-reverse) along v against finite differences of the
+    Hessian along v; with at most 20 inputs along every coordinate too, which names the worst
+    entry d^3 f / dx_a dx_b dx_c (with more inputs the Hessian is applied to a random unit
+    vector w, which keeps the cost at n outputs per evaluation). Complex inputs
     and outputs are checked as their real and imaginary parts; with no inputs or no outputs
     (zero-size arrays) there is nothing to check and the check passes.
 
@@ -266,19 +300,33 @@ def check_grad(
     alarms over a wide range. In float64, correct gradients pass for smooth functions at any
     magnitude of x from 1e-6 to 1e6 and for piecewise functions (abs, maximum, clip, where,
     mod, floor, sort, ...) at points clear of their kinks (by 1e-3, or 1e-3 |x| down to 1e-6
-    for |x| < 1), while a gradient off by 1e-3 (relative) in one entry fails and, with at most
-    20 inputs, the message names the entry. In float32 the same holds for |x| up to 1e3
-    (measured down to 1e-7), with errors of 1e-2 (relative, in an entry of the gradient's own
-    size) caught; beyond about 3e3 a float32 x no longer resolves the unit-scale features of
-    functions like sin(x), and for nearly flat functions (|f'| below about
-    1e-3 |f| / max(1, |x|)) no float32 difference can see a 1e-2 error. Not checkable at all:
-    points on a kink or a jump, or closer to it than the smallest step (about
-    4e-9 max(1, |x|) in float64, 6e-5 max(1, |x|) in float32).
+    for |x| < 1), while a gradient off by 1e-3 (relative) in one entry (of at least 1e-2 times the
+    largest) fails and, with at most
+    20 inputs, the message names the entry.
+
+    In float32 (first derivatives; default rtol 2e-4), measured at three to eight random points
+    per decade on sin x, x cos x, log1p(x^2), x tanh x, x^3 and on exp, tanh, exp(-x^2) and
+    log(x^2) of x / s with s = |x|'s scale: correct gradients pass, and a gradient off by 1e-3
+    (relative, in its largest entry) fails naming the entry, for |x| from 1e-6 to 100 where f's
+    features are at unit scale (sin x, x cos x) and from 1e-2 to 1e6 where they scale with |x|
+    (log1p(x^2) and x tanh x: 1e-6 to 1e6). Beyond 100 a float32 difference resolves a
+    unit-scale period too coarsely to see 1e-3 (an error of 1e-2 is still seen up to 1e4, and
+    correct gradients pass; from 1e5, where the smallest step, 6e-5 |x|, exceeds the period,
+    they fail). Below 1e-2, features at |x|'s own scale are finer than the smallest step (6e-5):
+    at 1e-3 the check can miss a 1e-3 error, and from 1e-4 it can raise false alarms. Nearly
+    flat functions, |f'| below about 0.1 |f| / max(1, |x|) (cos x or sqrt(1 + x^2) at |x| <
+    0.1), hide an error of 1e-3 from any float32 difference, and below 1e-3 |f| / max(1, |x|)
+    one of 1e-2. The second and third derivatives in float32 are finite differences of a float32
+    gradient or Hessian, whose rounding the estimate does not model: their default rtol is 2e-3
+    and 1e-2 (on small tanh networks the largest disagreement beyond the estimate measured 8e-4
+    and 4e-3); check them in float64 where it matters. Not checkable at all: points on a kink or
+    a jump, or closer to it than the smallest step (about 4e-9 max(1, |x|) in float64, 6e-5
+    max(1, |x|) in float32).
 
     Args:
       f: the function; any pytree of float (or complex) arrays in and out.
       *args: the point at which to check (positional arguments of f).
-      order: 1 (first derivatives) or 2 (also second derivatives).
+      order: 1 (first derivatives), 2 (also second derivatives) or 3 (also third derivatives).
       argnums: the arguments to check (int or tuple; negative ones count from the end).
         Default: every argument whose leaves are all floating point or complex; integer and
         other non-float arguments are passed through as they are unless named here (Python
@@ -286,9 +334,13 @@ def check_grad(
       num_directions: how many random directions to check.
       atol: absolute tolerance; default rtol times the largest |derivative| measured (so the
         check is relative to f's own scale: a gradient of 1e-6 is checked to rtol * 1e-6).
-      rtol: relative tolerance; default 1e-6 in float64, 2e-3 in float32, 5e-2 in 16-bit
-        floats (by the least precise dtype among inputs and outputs).
+      rtol: relative tolerance; default 1e-6 in float64, 2e-4 in float32 (2e-3 for second and
+        1e-2 for third derivatives), 5e-2 in 16-bit floats (by the least precise dtype among
+        inputs and outputs).
       seed: seed of the random directions (NumPy's default generator).
+      **kwargs: keyword arguments of f, passed to it as they are and not checked (as
+        ``jax.grad`` passes them through undifferentiated); names of check_grad's own options
+        (order, argnums, ...) cannot be passed this way: bind them with ``functools.partial``.
 
     Returns:
       None, when autodiff and finite differences agree.
@@ -299,7 +351,7 @@ def check_grad(
         component) with its autodiff and numerical values, and, for at most 20 inputs, the
         worst single entry with both values.
       TypeError: an integer array named in argnums, or a non-float output.
-      ValueError: order not 1 or 2, argnums out of range, or no float argument to check.
+      ValueError: order not 1, 2 or 3, argnums out of range, or no float argument to check.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -313,14 +365,14 @@ def check_grad(
       Traceback (most recent call last):
       mlgrad.numerical.GradientCheckError: mlgrad.check_grad: autodiff and finite ...
     """
-    if order not in (1, 2) or isinstance(order, bool):
-        raise ValueError(f"mlgrad.check_grad: order must be 1 or 2, got {order!r}.")
+    if order not in (1, 2, 3) or isinstance(order, bool):
+        raise ValueError(f"mlgrad.check_grad: order must be 1, 2 or 3, got {order!r}.")
     if not isinstance(num_directions, int) or num_directions < 1:
         raise ValueError(
             f"mlgrad.check_grad: num_directions must be an int >= 1, got {num_directions!r}."
         )
     nums = _float_argnums(args) if argnums is None else argnums
-    sel = select_args(args, nums, "mlgrad.check_grad")
+    sel = select_args(args, nums, "mlgrad.check_grad", kwargs)
 
     def outputs(like: Any) -> jax.Array:  # f's outputs, raveled (complex ones as two reals)
         return realify(sel.call(f, like))[0]
@@ -336,12 +388,12 @@ def check_grad(
     if n == 0 or m == 0:  # no derivative to check
         return
     eps = max(eps_of(x.dtype), eps_of(y_flat.dtype))
-    rtol = _default_tolerance(eps) if rtol is None else float(rtol)
+    rtols = {k: _default_tolerance(eps, k) if rtol is None else float(rtol) for k in (1, 2, 3)}
     atol = None if atol is None else float(atol)
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((num_directions, n))
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), np.finfo(np.float64).tiny)
-    directions = jnp.asarray(v, x.dtype)
+    directions = _on_the_grid(v, realify(sel.like)[0])
     v = np.asarray(directions, dtype=np.float64)
     parts = (sel.like,) if sel.single else sel.like
     name_in = _entry_namer([(f"argument {i}", a) for i, a in zip(sel.nums, parts, strict=True)])
@@ -369,32 +421,72 @@ def check_grad(
         arrays,
         v,
         atol,
-        rtol,
+        rtols[1],
         eps,
         "J v (JVP)" if forward else "J v (VJP)",
         name_out,
         lambda i, j: f"d {name_out(i)} / d {name_in(j)}",
     )
-    checked = "first"
-    if report.ok and report.consistent and order == 2:
-        checked = "second"
-        # the reverse-mode gradient of f, or of a random scalar projection <u, f> of a vector f
-        u0 = jnp.asarray(rng.standard_normal(m), y_flat.dtype)
-        fname = "f" if m == 1 else "<u, f>"
+    checked, level = "first", 1
+    # the higher orders differentiate the reverse-mode gradient of f, or of a random scalar
+    # projection <u, f> of a vector f
+    u0 = jnp.asarray(rng.standard_normal(m), y_flat.dtype)
+    w0 = rng.standard_normal(n)
+    w0 = jnp.asarray(w0 / max(np.linalg.norm(w0), np.finfo(np.float64).tiny), x.dtype)
+    fname = "f" if m == 1 else "<u, f>"
+
+    def scalar(gf: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+        return lambda w: jnp.vdot(u0, gf(w)) if m > 1 else gf(w)[0]
+
+    if report.ok and report.consistent and order >= 2:
+        checked, level = "second", 2
 
         def gradient_of(gf: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
-            return jax.grad(lambda w: jnp.vdot(u0, gf(w)) if m > 1 else gf(w)[0])
+            return jax.grad(scalar(gf))
 
         arrays, forward = run(gradient_of, None, True)
         report = _report(
             arrays,
             v,
             atol,
-            rtol,
+            rtols[2],
             eps,
             "H v (forward-over-reverse)" if forward else "H v (reverse-over-reverse)",
             lambda j: f"d{fname}/d {name_in(j)}",
             lambda i, j: f"d^2 {fname} / d {name_in(i)} d {name_in(j)}",
+        )
+    if report.ok and report.consistent and order >= 3:
+        checked, level = "third", 3
+        # with few inputs the whole Hessian (each third derivative d^3 / dx_a dx_b dx_c is
+        # then an entry of its Jacobian, named in the message); with many, H w0 for a random
+        # unit w0 (the third derivative along v, w0 and each coordinate)
+        full = n <= _SMALL
+
+        def hessian_of(gf: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+            if full:
+                return lambda w: jax.hessian(scalar(gf))(w).reshape(-1)
+            return lambda w: jax.jvp(jax.grad(scalar(gf)), (w,), (w0,))[1]
+
+        def second(j: int) -> str:
+            if full:
+                a, b = divmod(j, n)
+                return f"d^2 {fname} / d {name_in(a)} d {name_in(b)}"
+            return f"d^2 {fname} / d w d {name_in(j)} (w a random unit vector)"
+
+        def third(i: int, j: int) -> str:  # only with few inputs (full)
+            a, b = divmod(i, n)
+            return f"d^3 {fname} / d {name_in(a)} d {name_in(b)} d {name_in(j)}"
+
+        arrays, forward = run(hessian_of, None, False)
+        report = _report(
+            arrays,
+            v,
+            atol,
+            rtols[3],
+            eps,
+            "JVP of the Hessian along v" if forward else "VJP of the Hessian along v",
+            second,
+            third,
         )
     if not (report.ok and report.consistent):
         problem = (
@@ -405,6 +497,6 @@ def check_grad(
         header = (
             f"mlgrad.check_grad: {problem} on the {checked} derivatives of "
             f"{getattr(f, '__name__', repr(f))} ({n} inputs, {m} outputs, "
-            f"{jnp.dtype(y_flat.dtype).name}; atol={report.atol:.3g}, rtol={rtol:g})."
+            f"{jnp.dtype(y_flat.dtype).name}; atol={report.atol:.3g}, rtol={rtols[level]:g})."
         )
         raise GradientCheckError("\n".join([header, *report.lines]))

@@ -16,8 +16,11 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-Method = Literal["central", "forward", "backward"]
-METHODS = ("central", "forward", "backward")
+Method = Literal["central", "forward", "backward", "complex"]
+METHODS = ("central", "forward", "backward")  # the difference stencils
+COMPLEX = "complex"  # the complex step: Im f(x + ih) / h, first derivatives only
+ACCURACIES = {"central": (2, 4, 6, 8), "forward": tuple(range(1, 9))}
+ACCURACIES["backward"] = ACCURACIES["forward"]
 
 MAX_EVALUATIONS = 30
 """Function evaluations per derivative (per point and direction) with Richardson extrapolation."""
@@ -34,8 +37,27 @@ below h0 (see ``SPACINGS``).
 MAX_STEPS = 15  # more steps than this only add candidates that rounding has already spoilt
 MAX_LEVELS = 5  # Richardson levels kept in the tableau (error terms eliminated)
 
-BAD_METHOD = "{name}: method must be one of 'central', 'forward', 'backward', got {method!r}."
+BAD_METHOD = "{name}: method must be one of {allowed}, got {method!r}."
 BAD_ORDER = "{name}: order must be an int >= 1 (1 = first derivative), got {order!r}."
+BAD_ACCURACY = (
+    "{name}: accuracy (the order of the truncation error, h^accuracy) must be one of {allowed} "
+    "for method={method!r}, got {accuracy!r}."
+)
+ACCURACY_WITH_RICHARDSON = (
+    "{name}: accuracy={accuracy!r} picks a fixed stencil, which is used without Richardson "
+    "extrapolation: pass richardson=False as well. (With Richardson extrapolation, the default, "
+    "the tableau raises the order itself, to about 1e-13 on smooth first derivatives in float64.)"
+)
+COMPLEX_STEP_ORDER = (
+    "{name}: method='complex' (the complex step Im f(x + ih) / h) gives first derivatives only, "
+    "got order={order}. For order {order} use method='central' (Richardson extrapolation), or "
+    "apply the complex step to an autodiff derivative of order {lower}: "
+    "numerical.derivative(mlgrad.derivative(f, {lower}), method='complex')."
+)
+COMPLEX_STEP_OPTION = (
+    "{name}: method='complex' is one evaluation with no error estimate and no stencil to choose; "
+    "{option} does not apply to it. Leave {option} at its default, or use method='central'."
+)
 
 
 def check_order(order: object, name: str) -> None:
@@ -43,9 +65,41 @@ def check_order(order: object, name: str) -> None:
         raise ValueError(BAD_ORDER.format(name=name, order=order))
 
 
-def check_method(method: object, name: str) -> None:
-    if method not in METHODS:
-        raise ValueError(BAD_METHOD.format(name=name, method=method))
+def check_method(method: object, name: str, complex_step: bool = True) -> None:
+    """`method` names a difference stencil (or, where complex_step, the complex step)."""
+    allowed = METHODS + ((COMPLEX,) if complex_step else ())
+    if method not in allowed:
+        names = ", ".join(repr(m) for m in allowed)
+        raise ValueError(BAD_METHOD.format(name=name, allowed=names, method=method))
+
+
+def check_options(
+    name: str,
+    method: str,
+    order: int = 1,
+    accuracy: object = None,
+    richardson: bool = False,
+    return_error: bool = False,
+) -> None:
+    """The accuracy order fits the method and the plain scheme; the complex step has none of
+    the options of the difference stencils."""
+    if method == COMPLEX:
+        if order != 1:
+            raise ValueError(COMPLEX_STEP_ORDER.format(name=name, order=order, lower=order - 1))
+        for option, given in (("accuracy", accuracy is not None), ("return_error", return_error)):
+            if given:
+                raise ValueError(COMPLEX_STEP_OPTION.format(name=name, option=option))
+        return
+    if accuracy is None:
+        return
+    allowed = ACCURACIES[method]
+    if not isinstance(accuracy, int) or isinstance(accuracy, bool) or accuracy not in allowed:
+        names = ", ".join(map(str, allowed))
+        raise ValueError(
+            BAD_ACCURACY.format(name=name, allowed=names, method=method, accuracy=accuracy)
+        )
+    if richardson:
+        raise ValueError(ACCURACY_WITH_RICHARDSON.format(name=name, accuracy=accuracy))
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,14 +132,22 @@ class Stencil(NamedTuple):
 
 
 @functools.cache
-def stencil(order: int, method: str) -> Stencil:
-    """The difference stencil of one derivative order on power-of-two offsets.
+def stencil(order: int, method: str, accuracy: int | None = None) -> Stencil:
+    """The difference stencil of one derivative order on power-of-two offsets, or, for a given
+    accuracy p, the textbook stencil on consecutive integer offsets whose error is O(h^p).
 
-    Central: points +-1, +-2, +-4, ... (and 0 for even orders), error in even powers of h; for
-    orders 1 to 4 these are the textbook stencils. Forward: 0, 1, 2, 4, ...; backward mirrors
-    forward; their error has all powers of h. Power-of-two offsets make the stencils of
-    consecutive steps h, h/2 share their outer points.
+    Power-of-two (accuracy None): central points +-1, +-2, +-4, ... (and 0 for even orders),
+    error in even powers of h from h^2; for orders 1 to 4 these are the textbook stencils.
+    Forward: 0, 1, 2, 4, ...; backward mirrors forward; their error has all powers of h from h.
+    Power-of-two offsets make the stencils of consecutive steps h, h/2 share their outer points.
+
+    Accuracy p (the findiff / Fornberg stencils): central points -m, ..., m with
+    m = floor((n + 1) / 2) - 1 + p / 2 (0 left out for odd n, where its weight is 0), error
+    a_1 h^p + a_2 h^(p+2) + ...; forward points 0, 1, ..., n + p - 1, error in all powers from
+    h^p; backward mirrors forward.
     """
+    if accuracy is not None:
+        return _accurate_stencil(order, method, accuracy)
     if method == "central":
         half = (order + 1) // 2
         pos = [2**i for i in range(half)]
@@ -96,6 +158,20 @@ def stencil(order: int, method: str) -> Stencil:
         if method == "backward":
             offsets = sorted(-c for c in offsets)
         powers = tuple(range(1, MAX_LEVELS + 2))
+    weights = tuple(float(w) for w in _solve_exact(offsets, order))
+    return Stencil(tuple(offsets), weights, powers)
+
+
+def _accurate_stencil(order: int, method: str, accuracy: int) -> Stencil:
+    if method == "central":
+        m = (order + 1) // 2 - 1 + accuracy // 2
+        offsets = [c for c in range(-m, m + 1) if c != 0 or order % 2 == 0]
+        powers = tuple(range(accuracy, accuracy + 2 * MAX_LEVELS + 1, 2))
+    else:
+        offsets = list(range(order + accuracy))
+        if method == "backward":
+            offsets = sorted(-c for c in offsets)
+        powers = tuple(range(accuracy, accuracy + MAX_LEVELS + 1))
     weights = tuple(float(w) for w in _solve_exact(offsets, order))
     return Stencil(tuple(offsets), weights, powers)
 
@@ -130,9 +206,11 @@ class Scheme(NamedTuple):
     leading_power: int  # q: D(h) - f^(n) is a series in h^q (2 central, 1 one-sided)
 
 
-def _build(order: int, method: str, exponents: Sequence[int], levels: int) -> Scheme:
+def _build(
+    order: int, method: str, exponents: Sequence[int], levels: int, accuracy: int | None = None
+) -> Scheme:
     """The scheme over the steps h0 / 2^e, e in exponents, samples shared where they coincide."""
-    sten = stencil(order, method)
+    sten = stencil(order, method, accuracy)
     points: dict[float, int] = {}
     rows = []
     for e in exponents:
@@ -171,9 +249,11 @@ def derivative_scheme(order: int, method: str, spacing: str) -> Scheme:
 
 
 @functools.cache
-def plain_scheme(order: int, method: str, return_error: bool) -> Scheme:
+def plain_scheme(
+    order: int, method: str, return_error: bool, accuracy: int | None = None
+) -> Scheme:
     """One difference at the step h; with an error estimate also at 2h (then h0 = 2h)."""
-    return _build(order, method, (0, 1) if return_error else (0,), 0)
+    return _build(order, method, (0, 1) if return_error else (0,), 0, accuracy)
 
 
 @functools.cache
@@ -199,6 +279,7 @@ def num_evaluations(
     order: int = 1,
     *,
     method: Method = "central",
+    accuracy: int | None = None,
     richardson: bool = True,
     return_error: bool = False,
 ) -> int:
@@ -209,7 +290,10 @@ def num_evaluations(
 
     Args:
       order: the derivative order, an int >= 1.
-      method: ``"central"``, ``"forward"`` or ``"backward"``.
+      method: ``"central"``, ``"forward"``, ``"backward"`` or ``"complex"`` (the complex
+        step: one evaluation).
+      accuracy: the accuracy order of the plain stencil (with ``richardson=False``), as in
+        :func:`derivative`.
       richardson: whether Richardson extrapolation is used.
       return_error: whether an error estimate is requested (costs extra points only without
         Richardson extrapolation, where the step 2h is evaluated too).
@@ -222,9 +306,16 @@ def num_evaluations(
       >>> from mlgrad.numerical import num_evaluations
       >>> num_evaluations(1), num_evaluations(1, richardson=False)
       (30, 2)
+      >>> num_evaluations(method="complex")  # Im f(x + ih) / h
+      1
+      >>> num_evaluations(1, accuracy=8, richardson=False)  # x +- h, ..., x +- 4h
+      8
     """
     check_order(order, "num_evaluations")
     check_method(method, "num_evaluations")
+    check_options("num_evaluations", method, order, accuracy, richardson, return_error)
+    if method == COMPLEX:
+        return 1
     if richardson:
         return int(derivative_scheme(order, method, "wide" if order == 1 else "fine").offsets.size)
-    return int(plain_scheme(order, method, bool(return_error)).offsets.size)
+    return int(plain_scheme(order, method, bool(return_error), accuracy).offsets.size)
