@@ -1,9 +1,10 @@
 """Block Lanczos with full reorthogonalisation, restarts and breakdown handling (flat arrays).
 
-The one building block of the eigenvalue solver and of stochastic Lanczos quadrature:
-:func:`krylov_cycle` grows an orthonormal basis ``Q = [Q_0, ..., Q_{m-1}]`` (``b`` columns per
+Both the eigenvalue solver (:func:`extreme_eigenpairs`) and stochastic Lanczos quadrature
+(:func:`krylov_cycle`) grow an orthonormal basis ``Q = [Q_0, ..., Q_{m-1}]`` (``b`` columns per
 block) of the block Krylov space of a symmetric matrix ``A`` from a start block ``Q_0``, and
-returns the projection ``T = Q^T A Q``.
+Rayleigh-Ritz on the projection ``T = Q^T A Q``. Each calls the product from one place only,
+inside its loop, so that the product (a model's forward and backward pass) is compiled once.
 
 * **Exact projection.** ``T`` is not assembled from the three-term recurrence's coefficients:
   at step ``j`` the column block ``Q^T (A Q_j)`` is computed directly (its rows up to block
@@ -23,9 +24,9 @@ returns the projection ``T = Q^T A Q``.
   eigenspace; a block of ``b`` start vectors holds ``b``, so an eigenvalue of multiplicity up
   to ``b`` is found that many times.
 
-:func:`extreme_eigenpairs` restarts such cycles from the wanted Ritz vectors until every one
-has a residual ``||A x - theta x|| <= tol * max|theta|`` (explicit restarts: each cycle starts
-from the current best block).
+:func:`extreme_eigenpairs` restarts such cycles from the wanted Ritz vectors (explicit
+restarts: each cycle starts from the current best block, whose first product also gives its
+residuals) until every one has ``||A x - theta x|| <= tol * max|theta|``.
 """
 
 from __future__ import annotations
@@ -45,41 +46,84 @@ def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.matmul(a, b, precision=_HIGHEST)
 
 
+# The basis is stored with its vectors as rows, (d, n): both of its products below then read it
+# once, in memory order (with columns, (n, d), XLA on a CPU computes basis^T w 5 to 10 times
+# slower at n = 400,000, and the basis's passes are what a large model's Lanczos step costs
+# beside its product), and writing a vector is one contiguous row.
+
+
+def _coefficients(basis: jax.Array, w: jax.Array) -> jax.Array:
+    """``(d, b)``: the inner products of the basis rows with the rows of ``w`` ``(b, n)``."""
+    return jnp.einsum("dn,bn->db", basis, w, precision=_HIGHEST)
+
+
+def _combine(coefficients: jax.Array, basis: jax.Array) -> jax.Array:
+    """``(b, n)``: the combinations of the basis rows that the ``(d, b)`` coefficients give."""
+    return jnp.einsum("db,dn->bn", coefficients, basis, precision=_HIGHEST)
+
+
 def _breakdown_threshold(d: int, dtype: Any, scale: jax.Array) -> jax.Array:
     return 10.0 * jnp.sqrt(float(d)) * jnp.finfo(dtype).eps * scale
 
 
 def _append_orthonormal(
-    basis: jax.Array, start: Any, w: jax.Array, fill: jax.Array, scale: jax.Array
-) -> jax.Array:
-    """``basis`` with columns ``start, start + 1, ...`` set to an orthonormal basis of the
-    span of ``w``'s columns orthogonalised against ``basis`` (whose columns from ``start`` on
-    must be zero), column by column (Gram-Schmidt, twice); a column that is numerically in
-    the span already (breakdown) is replaced by the same column of ``fill``, orthogonalised."""
-    threshold = _breakdown_threshold(basis.shape[1], w.dtype, scale)
+    basis: jax.Array,
+    start: Any,
+    w: jax.Array,
+    fill: jax.Array,
+    scale: jax.Array,
+    coefficients: jax.Array | None = None,
+    mask: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """``basis`` ``(d, n)`` with rows ``start, start + 1, ...`` set to an orthonormal basis of
+    the span of the rows of ``w`` ``(b, n)`` orthogonalised against the basis rows that
+    ``mask`` marks (1 for a row in use, 0 for one to ignore; all by default, when the unused
+    rows are zero); a row that is numerically in the span already (breakdown) is replaced by
+    the same row of ``fill``, orthogonalised. Returns the basis and the new mask.
 
-    def orthogonal(basis: jax.Array, z: jax.Array) -> jax.Array:
-        z = z - _mm(basis, _mm(z, basis))
-        return z - _mm(basis, _mm(z, basis))
+    Block Gram-Schmidt with reorthogonalisation: one pass of the whole block against the basis
+    (with ``coefficients = basis w^T``, masked, when the caller has them already), then row by
+    row a pass against the basis and the block's earlier rows, and a second one only where
+    that pass removed most of the row (Daniel-Gragg-Kaufman-Stewart's criterion), which in
+    Lanczos is rare: about four reads of the basis per row."""
+    threshold = _breakdown_threshold(basis.shape[0], w.dtype, scale)
+    if mask is None:
+        mask = jnp.ones(basis.shape[0], basis.dtype)
+    if coefficients is None:
+        coefficients = _coefficients(basis, w) * mask[:, None]
+    w = w - _combine(coefficients, basis)
 
-    def column(i: Any, basis: jax.Array) -> jax.Array:
-        z = orthogonal(basis, w[:, i])
-        norm = jnp.linalg.norm(z)
-        z = jnp.where(norm > threshold, z, orthogonal(basis, fill[:, i]))
+    def row(i: Any, state: tuple) -> tuple:
+        basis, mask = state
+
+        def project(z: jax.Array) -> jax.Array:
+            return z - _mm(mask * _mm(basis, z), basis)
+
+        z = w[i]
+        before = jnp.linalg.norm(z)
+        z = project(z)
+        z = jax.lax.cond(jnp.linalg.norm(z) < 0.7 * before, project, lambda z: z, z)
+        z = jax.lax.cond(
+            jnp.linalg.norm(z) > threshold,
+            lambda z: z,
+            lambda _: project(project(fill[i])),
+            z,
+        )
         z = z / jnp.linalg.norm(z)
-        return jax.lax.dynamic_update_slice(basis, z[:, None], (0, start + i))
+        basis = jax.lax.dynamic_update_slice(basis, z[None, :], (start + i, 0))
+        return basis, mask.at[start + i].set(1)
 
-    return jax.lax.fori_loop(0, w.shape[1], column, basis)
+    return jax.lax.fori_loop(0, w.shape[0], row, (basis, mask))
 
 
-def _column_norms(a: jax.Array) -> jax.Array:
-    return jnp.sqrt(jnp.sum(a * a, axis=0))
+def _row_norms(a: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.sum(a * a, axis=-1))
 
 
 class Cycle(NamedTuple):
-    basis: jax.Array  # (n, m b), orthonormal columns
-    projection: jax.Array  # (m b, m b), Q^T A Q
-    scale: jax.Array  # the largest |A q| column norm seen (an estimate of ||A|| from below)
+    basis: jax.Array  # (m b, n), orthonormal rows
+    projection: jax.Array  # (m b, m b), Q A Q^T (Q with the basis vectors as rows)
+    scale: jax.Array  # the largest |A q| seen (an estimate of ||A|| from below)
 
 
 def krylov_cycle(
@@ -89,32 +133,35 @@ def krylov_cycle(
     fill: jax.Array,
     scale: jax.Array,
 ) -> Cycle:
-    """``num_blocks`` blocks of block Lanczos from the orthonormal ``(n, b)`` block ``x``.
+    """``num_blocks`` blocks of block Lanczos from the orthonormal rows of ``x`` ``(b, n)``;
+    ``matmat`` maps ``(b, n)`` rows to their products.
 
     Costs ``num_blocks * b`` products, all from one call site of ``matmat`` (a product is
-    compiled once). ``num_blocks * b`` must not exceed ``n``. ``fill`` is an
-    ``(n, num_blocks * b)`` random normal matrix: block ``j`` of it replaces what step ``j``
+    compiled once). ``num_blocks * b`` must not exceed ``n``. ``fill`` is a
+    ``(num_blocks * b, n)`` random normal matrix: block ``j`` of it replaces what step ``j``
     lacks after a breakdown (drawn once, outside the loops, so that no random number generator
     is compiled into them).
     """
-    n, b = x.shape
+    b, n = x.shape
     d = num_blocks * b
     # one spare block: every step appends its successor, the last one's is dropped
-    basis = jnp.zeros((n, d + b), x.dtype).at[:, :b].set(x)
+    basis = jnp.zeros((d + b, n), x.dtype).at[:b].set(x)
     proj = jnp.zeros((d + b, d), x.dtype)
-    fill = jnp.concatenate([fill, fill[:, :b]], axis=1)
+    fill = jnp.concatenate([fill, fill[:b]])
 
     def step(j: Any, state: tuple) -> tuple:
         basis, proj, scale = state
-        aq = matmat(jax.lax.dynamic_slice_in_dim(basis, j * b, b, axis=1))
-        scale = jnp.maximum(scale, jnp.max(_column_norms(aq)))
-        proj = jax.lax.dynamic_update_slice(proj, _mm(basis.T, aq), (0, j * b))
-        random = jax.lax.dynamic_slice_in_dim(fill, j * b, b, axis=1)
-        return _append_orthonormal(basis, (j + 1) * b, aq, random, scale), proj, scale
+        aq = matmat(jax.lax.dynamic_slice_in_dim(basis, j * b, b))
+        scale = jnp.maximum(scale, jnp.max(_row_norms(aq)))
+        coefficients = _coefficients(basis, aq)
+        proj = jax.lax.dynamic_update_slice(proj, coefficients, (0, j * b))
+        random = jax.lax.dynamic_slice_in_dim(fill, j * b, b)
+        basis, _ = _append_orthonormal(basis, (j + 1) * b, aq, random, scale, coefficients)
+        return basis, proj, scale
 
     basis, proj, scale = jax.lax.fori_loop(0, num_blocks, step, (basis, proj, scale))
     upper = jnp.triu(proj[:d])
-    return Cycle(basis[:, :d], upper + jnp.triu(proj[:d], 1).T, scale)
+    return Cycle(basis[:d], upper + jnp.triu(proj[:d], 1).T, scale)
 
 
 def wanted_indices(which: Which, k: int, d: int) -> jax.Array:
@@ -128,7 +175,7 @@ def wanted_indices(which: Which, k: int, d: int) -> jax.Array:
 
 class Eigen(NamedTuple):
     values: jax.Array
-    vectors: jax.Array  # (n, b)
+    vectors: jax.Array  # (b, n): one eigenvector per row
     residuals: jax.Array
     converged: jax.Array
     num_matvecs: jax.Array
@@ -138,14 +185,15 @@ class Eigen(NamedTuple):
 class _Solver(NamedTuple):
     """The state of :func:`extreme_eigenpairs`, one block step at a time."""
 
-    basis: jax.Array  # (n, m b): the current cycle's Krylov basis, filled up to block j
-    proj: jax.Array  # (m b, m b): its projection, column blocks up to j - 1
+    basis: jax.Array  # ((m + 1) b, n): the current cycle's Krylov basis, then a spare block
+    mask: jax.Array  # ((m + 1) b,): 1 for the rows of this cycle filled so far, else 0
+    proj: jax.Array  # (m b, m b): the projection, column blocks up to j - 1
     j: jax.Array  # the block whose product comes next
     cycle: jax.Array  # completed cycles
     steps: jax.Array  # products so far, in blocks
     scale: jax.Array  # largest |A q| or |theta| seen
     values: jax.Array  # the Ritz block's Rayleigh-Ritz values (b,), ascending
-    vectors: jax.Array  # and vectors (n, b)
+    vectors: jax.Array  # and vectors (b, n)
     residuals: jax.Array  # ||A x - theta x|| from a fresh product
     done: jax.Array
 
@@ -162,48 +210,48 @@ def extreme_eigenpairs(
 ) -> Eigen:
     """Restarted block Lanczos for the ``k`` extreme eigenpairs (``2k`` for ``"both"``).
 
-    ``x0`` is the ``(n, b)`` start block (``b`` = the number wanted), ``fill`` an
-    ``(n, num_blocks * b)`` random normal matrix (see :func:`krylov_cycle`). A cycle runs
-    ``num_blocks`` block steps from the current Ritz block, whose first product (``A X``) also
-    gives the Ritz block's residuals; it then restarts from the new wanted Ritz vectors. The
-    solver stops at the start of a cycle (after at least one) when each residual is at most
-    ``tol`` times the largest ``|theta|`` seen, or when ``max_cycles`` cycles are done. One
-    loop, one product per iteration: the product is compiled once.
+    ``x0`` is the ``(b, n)`` start block (``b`` = the number wanted, one vector per row),
+    ``fill`` a ``(num_blocks * b, n)`` random normal matrix (see :func:`krylov_cycle`). A
+    cycle runs ``num_blocks`` block steps from the current Ritz block, whose first product
+    (``A X``) also gives the Ritz block's residuals; it then restarts from the new wanted Ritz
+    vectors. The solver stops at the start of a cycle (after at least one) when each residual
+    is at most ``tol`` times the largest ``|theta|`` seen, or when ``max_cycles`` cycles are
+    done.
+
+    One loop, one product per iteration (the product is compiled once), and the basis is only
+    ever updated in place: a restart writes the Ritz block over block 0 and marks the other
+    rows unused (``mask``) instead of clearing them, so no step copies the basis.
     """
-    n, b = x0.shape
+    b, n = x0.shape
     m = num_blocks
     d = m * b
-    x, _ = jnp.linalg.qr(x0)
+    q, _ = jnp.linalg.qr(x0.T)
+    x = q.T
+    fill = jnp.concatenate([fill, fill[:b]])  # the spare block's too
+    wanted = wanted_indices(which, k, d)
 
-    def start_of_cycle(basis: jax.Array, aq: jax.Array) -> tuple:
+    def start_of_cycle(xb: jax.Array, aq: jax.Array) -> tuple:
         """Rayleigh-Ritz within the Ritz block (block 0), from its fresh product."""
-        xb = basis[:, :b]
-        small = _mm(xb.T, aq)
+        small = _coefficients(xb, aq)
         theta, z = jnp.linalg.eigh(0.5 * (small + small.T))
-        vectors, products = _mm(xb, z), _mm(aq, z)
-        return theta, vectors, _column_norms(products - vectors * theta[None, :])
+        vectors, products = _combine(z, xb), _combine(z, aq)
+        return theta, vectors, _row_norms(products - theta[:, None] * vectors)
 
-    def next_block(state: _Solver, aq: jax.Array, proj: jax.Array) -> tuple:
-        random = jax.lax.dynamic_slice_in_dim(fill, state.j * b, b, axis=1)
-        basis = _append_orthonormal(state.basis, (state.j + 1) * b, aq, random, state.scale)
-        return basis, proj, state.j + 1, state.cycle, state.scale
-
-    def restart(state: _Solver, aq: jax.Array, proj: jax.Array) -> tuple:
-        t = jnp.triu(proj) + jnp.triu(proj, 1).T
-        theta, y = jnp.linalg.eigh(t)
-        x = _mm(state.basis, y[:, wanted_indices(which, k, d)])  # orthonormal
-        basis = jnp.zeros_like(state.basis).at[:, :b].set(x)
-        scale = jnp.maximum(state.scale, jnp.max(jnp.abs(theta)))  # ||A|| seen from the ends
-        return basis, jnp.zeros_like(proj), jnp.zeros_like(state.j), state.cycle + 1, scale
+    def ritz_block(proj: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The wanted Ritz vectors' coordinates in the basis (padded for the spare block)."""
+        theta, y = jnp.linalg.eigh(jnp.triu(proj) + jnp.triu(proj, 1).T)
+        padded = jnp.concatenate([y[:, wanted], jnp.zeros((b, b), y.dtype)])
+        return padded, jnp.max(jnp.abs(theta))
 
     def body(state: _Solver) -> _Solver:
-        aq = matmat(jax.lax.dynamic_slice_in_dim(state.basis, state.j * b, b, axis=1))
-        scale = jnp.maximum(state.scale, jnp.max(_column_norms(aq)))
+        block = jax.lax.dynamic_slice_in_dim(state.basis, state.j * b, b)
+        aq = matmat(block)
+        scale = jnp.maximum(state.scale, jnp.max(_row_norms(aq)))
         values, vectors, residuals = jax.lax.cond(
             state.j == 0,
             start_of_cycle,
             lambda *_: (state.values, state.vectors, state.residuals),
-            state.basis,
+            block,
             aq,
         )
         scale = jnp.maximum(scale, jnp.max(jnp.abs(values)))
@@ -212,17 +260,37 @@ def extreme_eigenpairs(
         done = failed | (
             (state.j == 0) & (state.cycle >= 1) & (converged | (state.cycle >= max_cycles))
         )
-        proj = jax.lax.dynamic_update_slice(state.proj, _mm(state.basis.T, aq), (0, state.j * b))
-        state = state._replace(scale=scale)
-        basis, proj, j, cycle, scale = jax.lax.cond(
-            state.j < m - 1, next_block, restart, state, aq, proj
+        c = _coefficients(state.basis, aq) * state.mask[:, None]
+        proj = jax.lax.dynamic_update_slice(state.proj, c[:d], (0, state.j * b))
+        random = jax.lax.dynamic_slice_in_dim(fill, state.j * b, b)
+        # the successor of block j (into the spare block at a cycle's end, where it is unused)
+        basis, mask = _append_orthonormal(
+            state.basis, (state.j + 1) * b, aq, random, scale, c, state.mask
         )
+        restart = state.j == m - 1
+        y, theta_max = jax.lax.cond(
+            restart, ritz_block, lambda _: (jnp.zeros((d + b, b), aq.dtype), scale), proj
+        )
+        # orthonormal rows: the new Ritz block at a restart, else block 0 as it is
+        first = jax.lax.cond(restart, lambda: _combine(y, basis), lambda: basis[:b])
+        basis = jax.lax.dynamic_update_slice(basis, first, (0, 0))
         return _Solver(
-            basis, proj, j, cycle, state.steps + 1, scale, values, vectors, residuals, done
+            basis=basis,
+            mask=jnp.where(restart, (jnp.arange(d + b) < b).astype(mask.dtype), mask),
+            proj=jnp.where(restart, 0.0, proj),
+            j=jnp.where(restart, 0, state.j + 1),
+            cycle=state.cycle + restart,
+            steps=state.steps + 1,
+            scale=jnp.maximum(scale, theta_max),
+            values=values,
+            vectors=vectors,
+            residuals=residuals,
+            done=done,
         )
 
     init = _Solver(
-        basis=jnp.zeros((n, d), x0.dtype).at[:, :b].set(x),
+        basis=jnp.zeros((d + b, n), x0.dtype).at[:b].set(x),
+        mask=(jnp.arange(d + b) < b).astype(x0.dtype),
         proj=jnp.zeros((d, d), x0.dtype),
         j=jnp.asarray(0),
         cycle=jnp.asarray(0),
@@ -242,11 +310,11 @@ def dense_eigenpairs(
     matmat: Callable[[jax.Array], jax.Array], n: int, dtype: Any, which: Which, k: int
 ) -> Eigen:
     """All ``n`` products with the basis vectors, ``eigh``, and the wanted pairs (small ``n``)."""
-    a = matmat(jnp.eye(n, dtype=dtype))
+    a = matmat(jnp.eye(n, dtype=dtype))  # rows A e_i: A^T = A
     values, vectors = jnp.linalg.eigh(0.5 * (a + a.T))
     idx = wanted_indices(which, k, n)
-    values, vectors = values[idx], vectors[:, idx]
-    residuals = _column_norms(_mm(a, vectors) - vectors * values[None, :])
+    values, vectors = values[idx], vectors[:, idx].T
+    residuals = _row_norms(_mm(vectors, a) - values[:, None] * vectors)
     scale = jnp.max(jnp.abs(values))
     converged = jnp.all(jnp.isfinite(residuals))
     return Eigen(values, vectors, residuals, converged, jnp.asarray(n), scale)
@@ -257,12 +325,8 @@ def lanczos_quadrature(
 ) -> tuple[jax.Array, jax.Array]:
     """Gauss quadrature nodes and weights of the spectral measure of ``A`` seen from the unit
     vector ``q``: ``sum_l w_l g(theta_l)`` approximates ``q^T g(A) q`` (exactly for
-    polynomials of degree < 2 num_steps). Costs ``num_steps`` products; ``fill`` is an
-    ``(n, num_steps)`` random normal matrix for breakdowns."""
-
-    def matmat(v: jax.Array) -> jax.Array:
-        return matvec(v[:, 0])[:, None]
-
-    out = krylov_cycle(matmat, q[:, None], num_steps, fill, jnp.asarray(0.0, q.dtype))
+    polynomials of degree < 2 num_steps). Costs ``num_steps`` products; ``fill`` is a
+    ``(num_steps, n)`` random normal matrix for breakdowns."""
+    out = krylov_cycle(jax.vmap(matvec), q[None, :], num_steps, fill, jnp.asarray(0.0, q.dtype))
     nodes, vectors = jnp.linalg.eigh(out.projection)
     return nodes, vectors[0, :] ** 2

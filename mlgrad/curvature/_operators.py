@@ -77,8 +77,8 @@ class FlatOperator(NamedTuple):
     unravel: Callable[[jax.Array], Any]
 
     def matmat(self, v: jax.Array) -> jax.Array:
-        """``M V`` for the ``(n, b)`` block ``V`` (the products vectorised with ``vmap``)."""
-        return jax.vmap(self.matvec, in_axes=1, out_axes=1)(v)
+        """The products with the rows of the ``(b, n)`` block ``v``, as rows (``vmap``)."""
+        return jax.vmap(self.matvec)(v)
 
 
 def _real_flat(x: Any, name: str, what: str) -> tuple[jax.Array, Callable[[jax.Array], Any]]:

@@ -107,9 +107,9 @@ def _check_which(which: Any, k: Any, n: int, name: str) -> int:
 
 
 def _start_block(v0: Any, op: FlatOperator, random: jax.Array, name: str) -> jax.Array:
-    """The ``(n, b)`` start block: ``v0``'s vectors (one, or a stack of them along a leading
-    axis), then the columns of the random block."""
-    b = random.shape[1]
+    """The ``(b, n)`` start block: ``v0``'s vectors (one, or a stack of them along a leading
+    axis), then the rows of the random block."""
+    b = random.shape[0]
     if v0 is None:
         return random
     like = op.unravel(jnp.zeros(op.size, op.dtype))
@@ -118,26 +118,26 @@ def _start_block(v0: Any, op: FlatOperator, random: jax.Array, name: str) -> jax
     same = jax.tree_util.tree_structure(v0) == jax.tree_util.tree_structure(like)
     v0_shapes = [jnp.shape(a) for a in leaves]
     if same and v0_shapes == shapes:
-        cols = ravel_pytree(v0)[0][:, None]
+        rows = ravel_pytree(v0)[0][None, :]
     elif (
         same
         and all(len(s) == len(t) + 1 for s, t in zip(v0_shapes, shapes, strict=True))
         and len({s[0] for s in v0_shapes}) == 1
         and [s[1:] for s in v0_shapes] == shapes
     ):
-        cols = jax.vmap(lambda t: ravel_pytree(t)[0], out_axes=1)(v0)
+        rows = jax.vmap(lambda t: ravel_pytree(t)[0])(v0)
     else:
         raise ValueError(
             f"{name}: v0 must be shaped like the differentiated argument "
             f"({jax.tree_util.tree_map(jnp.shape, like)}), or be a stack of such vectors along "
             f"a leading axis; got {jax.tree_util.tree_map(jnp.shape, v0)}."
         )
-    if cols.shape[1] > b:
+    if rows.shape[0] > b:
         raise ValueError(
-            f"{name}: v0 holds {cols.shape[1]} start vectors, more than the {b} eigenvectors "
+            f"{name}: v0 holds {rows.shape[0]} start vectors, more than the {b} eigenvectors "
             "sought; give at most that many."
         )
-    return random.at[:, : cols.shape[1]].set(cols.astype(op.dtype))
+    return random.at[: rows.shape[0]].set(rows.astype(op.dtype))
 
 
 def default_tol(dtype: Any) -> float:
@@ -169,10 +169,10 @@ def _eigenpairs(
         if num_iters is not None:
             blocks = max(2, min(blocks, num_iters))
         cycles = DEFAULT_CYCLES if num_iters is None else max(1, num_iters // blocks)
-        random = jax.random.normal(key, (op.size, (blocks + 1) * b), op.dtype)
-        x0 = _start_block(v0, op, random[:, :b], name)
-        eig = extreme_eigenpairs(op.matmat, x0, which, k, blocks, cycles, tol, random[:, b:])
-    vectors = jax.vmap(op.unravel, in_axes=1)(eig.vectors)
+        random = jax.random.normal(key, ((blocks + 1) * b, op.size), op.dtype)
+        x0 = _start_block(v0, op, random[:b], name)
+        eig = extreme_eigenpairs(op.matmat, x0, which, k, blocks, cycles, tol, random[b:])
+    vectors = jax.vmap(op.unravel)(eig.vectors)
     return Eigenpairs(eig.values, vectors, eig.residuals, eig.converged, eig.num_matvecs)
 
 
@@ -315,11 +315,11 @@ def _density(
         batch = min(check_positive_int(batch_size, "batch_size", name), num_probes)
 
     def one_probe(probe_key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        # one draw: the signs of the first column are the Rademacher probe (each +-1 with
+        # one draw: the signs of the first row are the Rademacher probe (each +-1 with
         # probability 1/2, independently), the others fill breakdowns
-        random = jax.random.normal(probe_key, (n, steps + 1), op.dtype)
-        q = jnp.where(random[:, 0] < 0, -1.0, 1.0).astype(op.dtype) / jnp.sqrt(float(n))
-        return lanczos_quadrature(op.matvec, q, steps, random[:, 1:])
+        random = jax.random.normal(probe_key, (steps + 1, n), op.dtype)
+        q = jnp.where(random[0] < 0, -1.0, 1.0).astype(op.dtype) / jnp.sqrt(float(n))
+        return lanczos_quadrature(op.matvec, q, steps, random[1:])
 
     keys = jax.random.split(default_key(key), num_probes)
     nodes, weights = chunked_map(one_probe, keys, batch)

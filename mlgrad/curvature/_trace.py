@@ -100,7 +100,7 @@ def _trace(
     top = jnp.sum(q * chunked_map(op.matvec, q.T, batch).T)
 
     def projected_form(g: jax.Array) -> jax.Array:
-        g = g - q @ (q.T @ g)
+        g = g - q @ (g @ q)
         return jnp.dot(g, op.matvec(g))
 
     mean, stderr = sample_moments(
