@@ -19,7 +19,10 @@ It prints, measured side by side in one run:
    over forward along each basis direction, vectorised) against ``trace(jax.hessian(f))``,
    jitted, at growing n, with their agreement; and the stochastic Laplacian (Hutchinson, 64
    probes) at the largest n.
-3. (Reserved: sparse Jacobians against dense ``jacfwd``, issue G item 3.)
+3. Sparse Jacobians: ``mlgrad.sparse_jacobian`` (one JVP per colour) against dense
+   ``jax.jacfwd`` on a banded and a random-sparse function of n = 1,000 ... 100,000 (the dense
+   path to n = 20,000 and 10,000: 3.2 and 2.8 GB): colours vs n JVPs, time, compiled memory,
+   agreement (``benchmarks/sparse.py`` runs this section alone, with its options).
 
 Timings of millisecond calls are the median of interleaved repeats of calibrated workloads of
 at least 1 ms (see ``benchmarks/_timing.py``); calls of seconds are timed once each per repeat,
@@ -43,6 +46,7 @@ sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # _timing, and mlgrad from a pla
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import sparse as sparse_bench  # noqa: E402  (benchmarks/sparse.py: _HERE is first on sys.path)
 from _timing import (  # noqa: E402
     environment,
     format_seconds,
@@ -277,11 +281,8 @@ def bench_laplacian(sizes: list[int], repeats: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Sparse Jacobians (issue G item 3): reserved
+# 3. Sparse Jacobians: one JVP per colour vs jacfwd (benchmarks/sparse.py, also run alone)
 # --------------------------------------------------------------------------------------------
-# The comparison of mlgrad.sparse_jacobian against dense jax.jacfwd on banded and random-sparse
-# functions of n = 1,000 ... 100,000 belongs here, as bench_sparse_jacobian(sizes, repeats),
-# called from main() after section 2.
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -301,6 +302,15 @@ def main(argv: list[str] | None = None) -> None:
     bench_eigenvalues(QUICK_WIDTHS if args.quick else WIDTHS, args.repeats)
     print()
     bench_laplacian(QUICK_LAPLACIAN_SIZES if args.quick else LAPLACIAN_SIZES, args.repeats)
+    print()
+    print(sparse_bench.HOW_TO_READ)
+    print()
+    if args.quick:
+        sparse_bench.bench_sparse_jacobian(
+            sparse_bench.QUICK_SIZES, args.repeats, sparse_bench.QUICK_DENSE_MAX
+        )
+    else:
+        sparse_bench.bench_sparse_jacobian(sparse_bench.SIZES, args.repeats)
     print()
     print(f"total run time {time.perf_counter() - start:.0f} s")
 

@@ -136,9 +136,15 @@ def check(sparse: mlgrad.SparseJacobian, dense: jax.Array) -> float:
 
 
 def bench(
-    name: str, make: Callable[[int], Callable], sizes: list[int], dense_max: int, args: Any
+    name: str,
+    make: Callable[[int], Callable],
+    sizes: list[int],
+    dense_max: int,
+    repeats: int,
+    budget: float,
+    long_repeats: int,
 ) -> None:
-    dtype = jnp.float64 if args.x64 else jnp.float32
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     headers = [
         "n",
         "colours",
@@ -173,9 +179,9 @@ def bench(
         else:
             dense_first = 0.0
         if dense_first > LONG_CALL_S:
-            timings = time_long(contenders, args.long_repeats)
+            timings = time_long(contenders, long_repeats)
         else:
-            timings = time_interleaved(contenders, repeats=args.repeats, budget=args.budget)
+            timings = time_interleaved(contenders, repeats=repeats, budget=budget)
         sparse_t = timings["sparse"]
         row = [
             f"{n:,}",
@@ -195,6 +201,23 @@ def bench(
     print(format_table(headers, rows, title))
 
 
+def bench_sparse_jacobian(
+    sizes: list[int],
+    repeats: int,
+    dense_max: int | dict[str, int] = DENSE_MAX,
+    budget: float = 2.0,
+    long_repeats: int = 2,
+) -> None:
+    """Both tables (the banded and the random-sparse function); also section 3 of
+    ``benchmarks/curvature.py``. ``dense_max``: the largest n for jacfwd, one for both or per
+    function (``"banded"``, ``"random"``)."""
+    limits = dense_max if isinstance(dense_max, dict) else dict.fromkeys(DENSE_MAX, dense_max)
+    timing = (repeats, budget, long_repeats)
+    bench("banded (half-width 2)", lambda n: banded, sizes, limits["banded"], *timing)
+    print()
+    bench("random-sparse (3 inputs per row)", random_sparse, sizes, limits["random"], *timing)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=8, help="interleaved repeats, at least")
@@ -204,21 +227,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller n")
     parser.add_argument("--x64", action="store_true", help="float64 (default float32)")
     args = parser.parse_args(argv)
-    limits = dict.fromkeys(DENSE_MAX, QUICK_DENSE_MAX) if args.quick else dict(DENSE_MAX)
-    if args.dense_max is not None:
-        limits = dict.fromkeys(DENSE_MAX, args.dense_max)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
-    sizes = QUICK_SIZES if args.quick else SIZES
+    limits: int | dict[str, int] = QUICK_DENSE_MAX if args.quick else DENSE_MAX
+    if args.dense_max is not None:
+        limits = args.dense_max
     start = time.perf_counter()
     print("mlgrad sparse Jacobian benchmark")
     print("\n".join(environment()))
     print(f"mlgrad {mlgrad.__version__}; {'float64' if args.x64 else 'float32'}")
     print(HOW_TO_READ)
     print()
-    bench("banded (half-width 2)", lambda n: banded, sizes, limits["banded"], args)
-    print()
-    bench("random-sparse (3 inputs per row)", random_sparse, sizes, limits["random"], args)
+    bench_sparse_jacobian(
+        QUICK_SIZES if args.quick else SIZES, args.repeats, limits, args.budget, args.long_repeats
+    )
     print()
     print(f"total run time {time.perf_counter() - start:.0f} s")
 
