@@ -335,6 +335,21 @@ def test_control_flow_patterns_are_supersets():
     assert patterns[scanned] == {(t, s) for t in range(1, 10) for s in range(t + 1)}
 
 
+def test_row_wise_operations_give_blocks():
+    # softmax over rows of a 3 x 4 matrix: each output reads its own row (the row sums
+    # broadcast back over size-1 axes, as the jaxpr's div does), a block-diagonal Jacobian
+    def f(x):
+        return jax.nn.softmax(x.reshape(3, 4), axis=1).ravel()
+
+    x = _point(12)
+    result = mlgrad.sparse_jacobian(f)(x)
+    np.testing.assert_allclose(_dense(result), _jacfwd(f)(x), rtol=1e-6, atol=1e-7)
+    assert _pattern_set(result.coloring) == {
+        (i, j) for i in range(12) for j in range(12) if i // 4 == j // 4
+    }
+    assert result.colors == 4
+
+
 def test_a_given_pattern_is_used_and_checked():
     n = 12
     rows, cols = zip(*sorted(banded_pattern(n)), strict=True)

@@ -318,17 +318,22 @@ def _rule(name: str, eqn: Any, ins: list[Info], ctx: Context) -> list[Info] | No
 
 
 def _entrywise_sources(
-    out_size: int, var: Any, info: Info, rows: np.ndarray | None = None
+    out_var: Any, var: Any, info: Info, rows: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, Deps | None] | None:
-    """(out, src, deps) routing an operand of the output's size (or a scalar) entry by entry;
-    ``rows`` restricts it to some output entries. None for a shape this rule does not cover."""
+    """(out, src, deps) routing an operand entry by entry to the output, broadcasting its
+    size-1 axes as the primitive does; ``rows`` restricts it to some output entries. None for
+    shapes that do not broadcast."""
+    out_shape = tuple(out_var.aval.shape)
     size = _size(var)
-    out = np.arange(out_size, dtype=np.int64) if rows is None else rows
-    if size == out_size:
+    out = np.arange(math.prod(out_shape), dtype=np.int64) if rows is None else rows
+    if tuple(var.aval.shape) == out_shape:
         return out, out, info.deps
-    if size == 1:
-        return out, np.zeros(out.size, dtype=np.int64), info.deps
-    return None
+    try:
+        ids = np.arange(size, dtype=np.int64).reshape(var.aval.shape)
+        src = np.broadcast_to(ids, out_shape).ravel()
+    except ValueError:
+        return None
+    return out, src[out], info.deps
 
 
 def _elementwise(eqn: Any, ins: list[Info], ctx: Context) -> list[Info] | None:
@@ -345,7 +350,7 @@ def _elementwise(eqn: Any, ins: list[Info], ctx: Context) -> list[Info] | None:
     for var, info in zip(eqn.invars, ins, strict=True):
         if info.deps is None:
             continue
-        src = _entrywise_sources(out_size, var, info, rows)
+        src = _entrywise_sources(out_var, var, info, rows)
         if src is None:
             return None
         sources.append(src)
@@ -362,7 +367,7 @@ def _select_n(eqn: Any, ins: list[Info], ctx: Context) -> list[Info] | None:
         for k, (var, info) in enumerate(zip(eqn.invars[1:], cases, strict=True)):
             if info.deps is None:
                 continue
-            src = _entrywise_sources(out_size, var, info, np.flatnonzero(chosen == k))
+            src = _entrywise_sources(out_var, var, info, np.flatnonzero(chosen == k))
             if src is None:
                 return None
             sources.append(src)
@@ -370,7 +375,7 @@ def _select_n(eqn: Any, ins: list[Info], ctx: Context) -> list[Info] | None:
         for var, info in zip(eqn.invars[1:], cases, strict=True):
             if info.deps is None:
                 continue
-            src = _entrywise_sources(out_size, var, info)
+            src = _entrywise_sources(out_var, var, info)
             if src is None:
                 return None
             sources.append(src)
