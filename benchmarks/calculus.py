@@ -16,8 +16,9 @@ It prints, measured side by side in one run:
    ``jax.hessian`` and a hand-written ``jax.jvp`` of ``jax.grad`` (target <= 1.05x), and
    ``mlgrad.derivative(f, order=k)`` (Taylor mode, ``jet``, for k >= 3) against nested ``jvp``.
 3. The accuracy and the number of function evaluations of ``mlgrad.numerical.derivative``
-   (central differences; Richardson extrapolation) against ``numdifftools.Derivative`` on a table
-   of smooth functions in float64, with closed-form derivatives as the reference; then (3b) the
+   (central differences; the accuracy orders 4, 6, 8 of one stencil; Richardson extrapolation;
+   the complex step) against ``numdifftools.Derivative`` on a table of smooth functions in
+   float64, with closed-form derivatives as the reference; then (3b) the
    adversarial table: odd and even functions at exact multiples of the steps, large and tiny |x|,
    oscillating, nearly flat and kinked functions, where each method's error estimate must bound
    its true error (and stay sharp). ``--accuracy`` runs section 3 alone (a few seconds).
@@ -335,7 +336,8 @@ class Method(NamedTuple):
 
 
 def _counted_jax(np_f: Callable, counter: list[int]) -> Callable[[jax.Array], jax.Array]:
-    """np_f as a JAX function (a host callback) that counts the points it is evaluated at."""
+    """np_f as a JAX function (a host callback) that counts the points it is evaluated at
+    (real or complex points: the output has the input's dtype)."""
 
     def host(a: np.ndarray) -> np.ndarray:
         counter[0] += np.size(a)
@@ -350,19 +352,34 @@ def _counted_jax(np_f: Callable, counter: list[int]) -> Callable[[jax.Array], ja
 
 
 def _mlgrad_method(
-    name: str, richardson: bool, target: tuple[float, int], dtype: Any = np.float64
+    name: str,
+    richardson: bool,
+    target: tuple[float, int],
+    dtype: Any = np.float64,
+    **options: Any,
 ) -> Method:
+    """numerical.derivative with these options (method, accuracy); the complex step has no
+    error estimate (its column shows '-')."""
     from mlgrad import numerical
 
-    def values(fn: Smooth, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        deriv = numerical.derivative(fn.jax_f, richardson=richardson, return_error=True)
-        value, error = jax.jit(deriv)(jnp.asarray(x, dtype))
+    estimates = options.get("method") != "complex"
+
+    def values(fn: Smooth, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        deriv = numerical.derivative(
+            fn.jax_f, richardson=richardson, return_error=estimates, **options
+        )
+        out = jax.jit(deriv)(jnp.asarray(x, dtype))
+        if not estimates:
+            return np.asarray(out, np.float64), None
+        value, error = out
         return np.asarray(value, np.float64), np.asarray(error, np.float64)
 
     def evals(fn: Smooth, x: np.ndarray, with_error: bool) -> float:
+        if with_error and not estimates:
+            return float("nan")
         counter = [0]
         f = _counted_jax(fn.np_f, counter)
-        deriv = numerical.derivative(f, richardson=richardson, return_error=with_error)
+        deriv = numerical.derivative(f, richardson=richardson, return_error=with_error, **options)
         jax.block_until_ready(deriv(np.asarray(x, dtype)))  # all points in one call
         return counter[0] / x.size
 
@@ -400,12 +417,34 @@ def _accuracy_verdict(target: tuple[float, int] | None, median: float, evals: fl
     return f"<= {target[0]:.0e}, <= {target[1]} {'ok' if ok else 'MISSED'}"
 
 
+def _short(name: str) -> str:
+    """A method's name as a narrow column header."""
+    for long, short in (
+        ("mlgrad ", ""),
+        (", accuracy=", " p="),
+        (", no Richardson", ""),
+        (" + Richardson", "+Rich."),
+        (" default", ""),
+        (", float32", " f32"),
+    ):
+        name = name.replace(long, short)
+    return name
+
+
 def bench_finite_differences() -> None:
     from mlgrad import numerical
 
     methods64 = [
         _mlgrad_method("mlgrad central, no Richardson", False, (1e-10, 30)),
+        *[
+            _mlgrad_method(f"mlgrad central, accuracy={p}", False, (bound, p), accuracy=p)
+            for p, bound in ((4, 1e-12), (6, 1e-12), (8, 1e-13))
+        ],
+        _mlgrad_method(
+            "mlgrad forward, accuracy=4", False, (1e-11, 5), method="forward", accuracy=4
+        ),
         _mlgrad_method("mlgrad central + Richardson", True, (1e-12, 30)),
+        _mlgrad_method("mlgrad complex step", False, (1e-15, 1), method="complex"),
     ]
     try:
         methods64.append(_numdifftools_method())
@@ -423,13 +462,14 @@ def bench_finite_differences() -> None:
                 exact = fn.exact(x.astype(np.float64))
                 err = np.abs(value - exact)
                 rel_errors.append(err / np.abs(exact))
-                covered.append(estimate >= err)
+                if estimate is not None:
+                    covered.append(estimate >= err)
                 per_function[fn.name].append(f"{np.max(rel_errors[-1]):.1e}")
                 counts.add(method.evals(fn, x, False))
                 counts_est.add(method.evals(fn, x, True))
         rel = np.concatenate(rel_errors)
         n_evals = "/".join(f"{c:g}" for c in sorted(counts))
-        n_evals_est = "/".join(f"{c:g}" for c in sorted(counts_est))
+        n_evals_est = "/".join(f"{c:g}" for c in sorted(counts_est) if c == c) or "-"
         rows.append(
             [
                 method.name,
@@ -437,7 +477,7 @@ def bench_finite_differences() -> None:
                 n_evals_est,
                 f"{np.median(rel):.1e}",
                 f"{np.max(rel):.1e}",
-                f"{100 * np.mean(np.concatenate(covered)):.0f}%",
+                f"{100 * np.mean(np.concatenate(covered)):.0f}%" if covered else "-",
                 _accuracy_verdict(method.target, float(np.median(rel)), max(counts)),
             ]
         )
@@ -457,11 +497,16 @@ def bench_finite_differences() -> None:
     print(format_table(headers, rows, title))
     print(
         f"documented: mlgrad.numerical.num_evaluations() = {numerical.num_evaluations()} "
-        f"(Richardson), {numerical.num_evaluations(richardson=False)} (central); 'evals' above\n"
-        "counts the points f is actually evaluated at (a counting wrapper around f)."
+        f"(Richardson), {numerical.num_evaluations(richardson=False)} (central), "
+        f"{numerical.num_evaluations(accuracy=8, richardson=False)} (accuracy=8), "
+        f"{numerical.num_evaluations(method='complex')} (complex step); 'evals' above\n"
+        "counts the points f is actually evaluated at (a counting wrapper around f). "
+        "The complex step has no error estimate ('-').\n"
+        "Accuracy orders: one stencil whose truncation error is O(h^p), at the default step "
+        "eps^(1/(1+p)) max(1, |x|)."
     )
     print()
-    names = [m.name.replace("mlgrad ", "") for m in [*methods64, method32]]
+    names = [_short(m.name) for m in [*methods64, method32]]
     print(
         format_table(
             ["max rel err by function", *names],
