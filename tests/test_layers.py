@@ -38,6 +38,7 @@ LAYERS = [
             "mlgrad.jacobians",
             "mlgrad.expansions",
             "mlgrad.sparse",
+            "mlgrad.curvature",
         ),
     ),
     ("calculus", ("mlgrad.backprop",)),
