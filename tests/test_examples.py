@@ -53,6 +53,7 @@ def f64(tree):
     return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
 
 
+@pytest.mark.slow  # CI budget: the VAE example runs by default
 def test_dropout_classifier():
     module, out, text = run("dropout_classifier")
     r = out["result"]
@@ -106,6 +107,7 @@ def test_variational_autoencoder():
     assert "validation:" in text
 
 
+@pytest.mark.slow  # CI budget: the VAE example runs by default
 def test_equinox_classifier():
     import equinox as eqx
 

@@ -356,6 +356,7 @@ def linen_by_hand(model, variables, optimizer):
     return {"params": params, "batch_stats": stats}, np.array(losses), np.array(accuracy)
 
 
+@pytest.mark.slow  # CI budget: NNX and Equinox run by default
 def test_linen_variables_train_params_and_carry_batch_stats(tmp_path):
     with jax.enable_x64(True):
         model = LinenClassifier()

