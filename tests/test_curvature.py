@@ -220,7 +220,7 @@ def test_warm_start_from_the_previous_eigenvector_converges_in_one_short_cycle()
     a = jnp.asarray(with_spectrum(s, seed=5))
     cold = eigenvalues_of(lambda v: a @ v, jnp.zeros(n))
     warm = eigenvalues_of(lambda v: a @ v, jnp.zeros(n), v0=cold.vectors[0], num_iters=3)
-    assert abs(float(warm.values[0]) - 10.0) < 1e-10 and int(warm.num_matvecs) == 4
+    assert abs(float(warm.values[0]) - 10.0) < 1e-10 and int(warm.num_matvecs) <= 4
 
 
 def test_several_differentiated_arguments_form_one_hessian():

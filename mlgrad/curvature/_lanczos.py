@@ -212,11 +212,14 @@ def extreme_eigenpairs(
 
     ``x0`` is the ``(b, n)`` start block (``b`` = the number wanted, one vector per row),
     ``fill`` a ``(num_blocks * b, n)`` random normal matrix (see :func:`krylov_cycle`). A
-    cycle runs ``num_blocks`` block steps from the current Ritz block, whose first product
-    (``A X``) also gives the Ritz block's residuals; it then restarts from the new wanted Ritz
-    vectors. The solver stops at the start of a cycle (after at least one) when each residual
-    is at most ``tol`` times the largest ``|theta|`` seen, or when ``max_cycles`` cycles are
-    done.
+    cycle grows the Krylov space of the current Ritz block by up to ``num_blocks`` blocks; the
+    first product of a cycle (``A X``) gives the Ritz block's true residuals. The cycle ends,
+    and the solver restarts from the new wanted Ritz vectors, after its last block or as soon
+    as (from the second block on) the residuals that the Lanczos relation predicts,
+    ``||B_j y_last||``, are within the tolerance. The solver stops at the start of a cycle
+    (after at least one) when each true residual is at most ``tol`` times the largest
+    ``|theta|`` seen, or when ``max_cycles`` cycles are done: an easy problem costs the steps
+    it needs and one block more, not whole cycles.
 
     One loop, one product per iteration (the product is compiled once), and the basis is only
     ever updated in place: a restart writes the Ritz block over block 0 and marks the other
@@ -228,7 +231,6 @@ def extreme_eigenpairs(
     q, _ = jnp.linalg.qr(x0.T)
     x = q.T
     fill = jnp.concatenate([fill, fill[:b]])  # the spare block's too
-    wanted = wanted_indices(which, k, d)
 
     def start_of_cycle(xb: jax.Array, aq: jax.Array) -> tuple:
         """Rayleigh-Ritz within the Ritz block (block 0), from its fresh product."""
@@ -237,11 +239,22 @@ def extreme_eigenpairs(
         vectors, products = _combine(z, xb), _combine(z, aq)
         return theta, vectors, _row_norms(products - theta[:, None] * vectors)
 
-    def ritz_block(proj: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The wanted Ritz vectors' coordinates in the basis (padded for the spare block)."""
-        theta, y = jnp.linalg.eigh(jnp.triu(proj) + jnp.triu(proj, 1).T)
-        padded = jnp.concatenate([y[:, wanted], jnp.zeros((b, b), y.dtype)])
-        return padded, jnp.max(jnp.abs(theta))
+    def ritz(proj: jax.Array, filled: jax.Array) -> tuple:
+        """The wanted Ritz pairs of the filled part of the projection: ``(theta, y)`` with
+        ``y`` the ``(d, b)`` coordinates (zero outside the filled part). The unfilled part's
+        diagonal is set beyond the filled part's spectrum (its Frobenius norm bounds it) on
+        the side away from the wanted end, so that it decouples."""
+        t = jnp.triu(proj) + jnp.triu(proj, 1).T
+        far = 2.0 * jnp.linalg.norm(t) + 1.0
+        parts = []
+        for end in ("smallest", "largest"):
+            if which not in (end, "both"):
+                continue
+            shift = far if end == "smallest" else -far
+            theta, y = jnp.linalg.eigh(t + jnp.diag(jnp.where(filled, 0.0, shift)))
+            idx = wanted_indices(end, k, d)
+            parts.append((theta[idx], jnp.where(filled[:, None], y[:, idx], 0.0)))
+        return jnp.concatenate([p[0] for p in parts]), jnp.concatenate([p[1] for p in parts], 1)
 
     def body(state: _Solver) -> _Solver:
         block = jax.lax.dynamic_slice_in_dim(state.basis, state.j * b, b)
@@ -267,12 +280,22 @@ def extreme_eigenpairs(
         basis, mask = _append_orthonormal(
             state.basis, (state.j + 1) * b, aq, random, scale, c, state.mask
         )
-        restart = state.j == m - 1
-        y, theta_max = jax.lax.cond(
-            restart, ritz_block, lambda _: (jnp.zeros((d + b, b), aq.dtype), scale), proj
-        )
-        # orthonormal rows: the new Ritz block at a restart, else block 0 as it is
-        first = jax.lax.cond(restart, lambda: _combine(y, basis), lambda: basis[:b])
+        # the Ritz pairs of the space so far, and the residuals the Lanczos relation predicts:
+        # A Q^T y - theta Q^T y = Q_{j+1}^T B y_j, B the coupling of block j to block j + 1
+        filled = jnp.arange(d) < (state.j + 1) * b
+        theta, y = ritz(proj, filled)
+        successor = jax.lax.dynamic_slice_in_dim(basis, (state.j + 1) * b, b)
+        coupling = _coefficients(successor, aq)  # (b, b): new rows against the products
+        predicted = _row_norms((coupling @ jax.lax.dynamic_slice_in_dim(y, state.j * b, b)).T)
+        early = (state.j >= 1) & jnp.all(predicted <= tol * scale)
+        restart = (state.j == m - 1) | early
+
+        def new_ritz_block(basis: jax.Array) -> jax.Array:
+            padded = jnp.concatenate([y, jnp.zeros((b, y.shape[1]), y.dtype)])
+            q, _ = jnp.linalg.qr(_combine(padded, basis).T)  # orthonormal ("both": two sets)
+            return q.T
+
+        first = jax.lax.cond(restart, new_ritz_block, lambda basis: basis[:b], basis)
         basis = jax.lax.dynamic_update_slice(basis, first, (0, 0))
         return _Solver(
             basis=basis,
@@ -281,7 +304,7 @@ def extreme_eigenpairs(
             j=jnp.where(restart, 0, state.j + 1),
             cycle=state.cycle + restart,
             steps=state.steps + 1,
-            scale=jnp.maximum(scale, theta_max),
+            scale=jnp.maximum(scale, jnp.max(jnp.abs(theta))),
             values=values,
             vectors=vectors,
             residuals=residuals,

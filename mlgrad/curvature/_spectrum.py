@@ -28,7 +28,8 @@ from mlgrad.curvature._operators import (
 )
 
 _WHICH = ("largest", "smallest", "both")
-#: Krylov dimension per restart cycle of the eigenvalue solver (at least 4 blocks).
+#: Krylov dimension per restart cycle of the eigenvalue solver (at least 8 blocks); a cycle
+#: ends early once the predicted residuals are within the tolerance.
 KRYLOV_DIM = 32
 #: Restart cycles by default.
 DEFAULT_CYCLES = 30
@@ -156,7 +157,7 @@ def _eigenpairs(
     name: str,
 ) -> Eigenpairs:
     b = _check_which(which, k, op.size, name)
-    blocks = max(4, math.ceil(KRYLOV_DIM / b))
+    blocks = max(8, math.ceil(KRYLOV_DIM / b))
     if num_iters is not None:
         check_positive_int(num_iters, "num_iters", name)
     if tol is not None and not (isinstance(tol, int | float) and tol >= 0):
@@ -215,7 +216,7 @@ def hessian_eigenvalues(
         calls agree).
       num_iters: the most block Lanczos steps, over all restarts (each step is one product per
         sought eigenvalue; one more step gives the final residuals); default 30 restart cycles
-        of at least 32 products (4 steps) each. A NaN or infinite product stops the solver
+        of up to 32 products (at least 8 steps) each. A NaN or infinite product stops the solver
         (``converged`` False).
       tol: stop when every pair has :math:`\|H v - \lambda v\| \le` ``tol`` :math:`\cdot
         \max|\lambda|`; default ``eps ** 0.6`` of the dtype (4e-10 in float64, 7e-5 in
@@ -240,11 +241,13 @@ def hessian_eigenvalues(
       >>> mlgrad.hessian_eigenvalues(loss, jnp.zeros(2), x, jnp.zeros(2), k=2).values
       Array([1., 9.], dtype=float32)
 
-    Algorithm: restarted block Lanczos with full reorthogonalisation (blocks of ``k`` vectors,
-    or ``2k`` for ``"both"``, so that an eigenvalue of multiplicity up to ``k`` is found that
-    many times; a Krylov space of at least 32 vectors per cycle; a breakdown such as
-    :math:`H = 2I`'s is continued with random directions); a matrix no larger than one cycle's
-    Krylov space (``n <= max(32, 4k)``) is built from ``n`` products and diagonalised exactly.
+    Algorithm: restarted block Lanczos with full reorthogonalisation (blocks of ``b = k``
+    vectors, or ``2k`` for ``"both"``, so that an eigenvalue of multiplicity up to ``k`` is
+    found that many times; a Krylov space of up to ``max(32, 8b)`` vectors per cycle, ended
+    early once the residuals the Lanczos relation predicts are within ``tol``; a breakdown
+    such as :math:`H = 2I`'s is continued with random directions); a matrix no larger than one
+    cycle's Krylov space (``n <= max(32, 8b)``) is built from ``n`` products and diagonalised
+    exactly.
     Each product is forward over reverse mode through a linearisation of the gradient taken
     once (:func:`mlgrad.hvp`'s product). jit-able: ``k``, ``which``, ``num_iters``, ``tol``
     and ``matrix`` are static.
