@@ -634,7 +634,7 @@ def _train_step(
 
 def _global_norm(tree: PyTree) -> jax.Array:
     """sqrt(sum of every leaf's squared entries) (optax's global norm, across its versions)."""
-    squares = [jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)]
+    squares = [jnp.vdot(x, x).real for x in jax.tree.leaves(tree)]
     return jnp.sqrt(functools.reduce(jnp.add, squares, jnp.zeros(())))
 
 
