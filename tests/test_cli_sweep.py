@@ -553,3 +553,23 @@ def test_loss_curves_draws_every_case(tmp_path, case):
         histories = [np.concatenate([h[:40], np.full(60, np.nan)]) for h in histories]
     path = loss_curves(tmp_path / "c.png", histories, labels, smooth=3, **kwargs)
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_resume_refuses_a_sweep_of_other_runs_or_on_changed_data(cli, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    args = ("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw", "--no-plots")
+    with monkeypatch.context() as m:
+        m.setattr(sweep_module, "sweep", interrupted)
+        assert cli(*args).code == 130
+    other = cli("sweep", LR, "seed=0,2", "train.steps=2", "--out", "sw", "--no-plots", "--resume")
+    other.assert_user_error()
+    assert "interrupted sweep of other runs" in other.err
+    import mlgrad.runs.setup as setup_module
+
+    monkeypatch.setattr(setup_module, "data_fingerprint", lambda data: "changed")
+    changed = cli(*args, "--resume")
+    changed.assert_user_error()
+    assert "the data changed" in changed.err
+    assert _listing(Path("sw")) == ["progress", "progress/plan.json"]  # nothing written
