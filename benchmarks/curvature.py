@@ -182,7 +182,7 @@ def bench_eigenvalues(widths: list[int], repeats: int) -> None:
                 str(int(eig.num_matvecs)),
                 f"{lam:.6g}",
                 f"{abs(lam - dense_lam) / abs(dense_lam):.1e}",
-                f"{format_seconds(compile_l)} / {format_seconds(compile_d)}",
+                f"{format_seconds(compile_l)} / {format_seconds(compile_d or 0.0)}",
             ]
         )
     headers = [
@@ -201,7 +201,7 @@ def bench_eigenvalues(widths: list[int], repeats: int) -> None:
         "   jax.hessian + numpy.linalg.eigvalsh (dense), both jitted"
     )
     print(format_table(headers, rows, title))
-    dtype_bytes = 8 if jax.config.jax_enable_x64 else 4
+    dtype_bytes = jnp.zeros(()).dtype.itemsize  # 8 with --x64, else 4
     if dense_stopped is not None and last_dense is not None:
         n_last, t_last = last_dense
         estimate = t_last * (dense_stopped / n_last) ** 3
