@@ -249,8 +249,11 @@ def hessian_eigenvalues(
     cycle's Krylov space (``n <= max(32, 8b)``) is built from ``n`` products and diagonalised
     exactly.
     Each product is forward over reverse mode through a linearisation of the gradient taken
-    once (:func:`mlgrad.hvp`'s product). jit-able: ``k``, ``which``, ``num_iters``, ``tol``
-    and ``matrix`` are static.
+    once (:func:`mlgrad.hvp`'s product). jit-able and vmap-able: ``k``, ``which``,
+    ``num_iters``, ``tol`` and ``matrix`` are static. Not differentiable (the solver is a
+    while loop); for the derivative of a simple eigenvalue use its eigenvector,
+    :math:`d\lambda = v^\top (dH) v`, e.g. ``jax.grad`` of ``v . hvp(f, x, v)`` with ``v``
+    held fixed (``jax.lax.stop_gradient``).
     """
     name = "hessian_eigenvalues"
 
