@@ -91,7 +91,8 @@ PyTree = Any
 # loss_fn(params, batch) -> loss; with model_state= (params, model_state, batch), with_key=True
 # a last key argument, has_aux=True (loss, aux): one type for all of them
 LossFn = Callable[..., Any]
-Callback = Callable[["TrainState", np.ndarray, "float | None"], None]
+#: ``callback(state, losses, val_loss)``, or with a fourth parameter also the chunk's metrics.
+Callback = Callable[..., None]
 
 #: Chunk length used when neither ``chunk_size`` nor ``eval_every`` is given and the host
 #: visits chunk boundaries (a callback or a progress bar).
@@ -231,7 +232,7 @@ class _Layout(NamedTuple):
     """
 
     treedef: Any  # jax.tree_util.PyTreeDef
-    index: tuple[int, ...]  # leaf i of the data is distinct array index[i]
+    index: tuple[int, ...]  # type: ignore[assignment]  # leaf i is distinct array index[i]
 
     def build(self, arrays: tuple[Any, ...]) -> PyTree:
         return jax.tree.unflatten(self.treedef, [arrays[i] for i in self.index])
@@ -747,13 +748,15 @@ def _run_chunk(
             return tree
         return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
 
-    def batch_of(i: jax.Array | int) -> tuple[PyTree, jax.Array | None]:
-        """The batch of the chunk's step ``i`` (0-based)."""
+    def batch_of(i: jax.Array | int) -> tuple[PyTree, Any]:
+        """The batch of the chunk's step ``i`` (0-based) and its mask (None when whole)."""
+        mask: Any
         if plan is None:
             rows = arrays[0].shape[0]
             mask = None if real is None or real == rows else np.arange(rows) < real
             batch = arrays
         else:
+            assert orders is not None and first_epoch is not None  # mini-batches have them
             batch, mask = _batch(arrays, orders, step + i, first_epoch, plan, orders_offset)
         batch, mask = constrain((batch, mask), PartitionSpec(DATA_AXIS))
         return layout.build(batch), mask
@@ -762,7 +765,7 @@ def _run_chunk(
         return None if stream is None else jax.random.fold_in(stream, step + i)
 
     loss_shape, (_, aux_shape, _) = jax.eval_shape(
-        lambda p, m, b: _objective(p, *b, loss_fn, m, key_of(0)),
+        lambda p, m, b: _objective(p, b[0], b[1], loss_fn, m, key_of(0)),
         params,
         model_state,
         batch_of(0),
@@ -1221,15 +1224,17 @@ def fit(
     arrays, layout = _distinct_arrays(leaves, treedef)
     mesh = data_mesh(devices)
     real = None
-    device_int = _device_int
+    device_int: Callable[[int], jax.Array] = _device_int
     if mesh is not None:
         arrays, plan, real = _split_across(mesh, arrays, plan, n)
         state = place(state, replicated(mesh))
         if val_data is not None:
             val_data = place(val_data, replicated(mesh))
 
-        def device_int(value: int) -> jax.Array:
+        def replicated_int(value: int) -> jax.Array:
             return place(np.int32(value), replicated(mesh))
+
+        device_int = replicated_int
 
     elif jax.device_count() > 1:  # one device chosen among several: train there
         # (also gathers e.g. the state of a data-parallel run continued on one device)
