@@ -264,7 +264,7 @@ def tableau_estimates(
     argument = magnitude is not None and scheme.order == 1
     # |F|, the non-finite samples and |x_p|, through the stencils' |weights| in one product
     magnitudes = [jnp.abs(flat), (~finite).astype(steps.dtype)]
-    magnitudes += [magnitude] if argument else []
+    magnitudes += [magnitude] if magnitude is not None and argument else []
     sizes = _apply(np.abs(scheme.weights), jnp.stack(magnitudes, axis=1))  # (N, B, C)
     sizes = jnp.moveaxis(sizes, 1, 0) / per_step  # the spoilt count only needs its sign
     differences = _apply(scheme.weights, flat) / per_step

@@ -74,7 +74,11 @@ def select_args(
     keyword arguments go to f as they are (as under jax.grad, never differentiated)."""
     check_argnums(argnums, len(args), name)
     single = isinstance(argnums, int)
-    nums = tuple(i % len(args) for i in ((argnums,) if single else argnums))
+    nums = (
+        (argnums % len(args),)
+        if isinstance(argnums, int)
+        else tuple(i % len(args) for i in argnums)
+    )
     args = list(args)
     for i in set(nums):
         args[i] = as_float(args[i], f"argument {i}")

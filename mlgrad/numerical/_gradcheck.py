@@ -168,6 +168,7 @@ def _measure(
         lines = jnp.concatenate([v, jnp.eye(x.size, dtype=x.dtype)])
         h0 = jnp.concatenate([h0, first_step(x, key, None)])
     num, err = along_lines(fn, x, lines, h0, key)
+    assert err is not None  # along_lines always estimates
     k = v.shape[0]
     out = {"ad": ad, "num": num[:k], "err": err[:k]}
     if coordinates:
@@ -216,7 +217,7 @@ def _report(
     ad = r["ad"].reshape(v.shape[0], -1)
     num, err = r["num"].reshape(ad.shape), r["err"].reshape(ad.shape)
     ratio = _ratio(ad, num, err, atol, rtol)
-    k, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    k, j = (int(a) for a in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
     ok = bool(ratio[k, j] <= 1)
     n = v.shape[1]
     vector = (
@@ -238,7 +239,7 @@ def _report(
         num_m = r["num_m"].reshape(-1, n)
         ad_m, err_m = r["ad_m"].reshape(num_m.shape), r["err_m"].reshape(num_m.shape)
         ratio = _ratio(ad_m, num_m, err_m, atol, rtol)
-        i, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        i, j = (int(a) for a in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
         ok = ok and bool(ratio[i, j] <= 1)
         lines += [
             f"worst entry: {entry(i, j)}",

@@ -456,6 +456,7 @@ def gradient(
             raise TypeError(COMPLEX_GRADIENT)
         value, error = _coordinate_derivatives(flat.g, flat.g_complex, flat.x, options, name)
         if options.return_error:
+            assert error is not None  # estimated when asked for
             return complex_gradient(flat, value), complex_gradient(flat, error, error=True)
         return complex_gradient(flat, value)
 
@@ -533,6 +534,7 @@ def jacobian(
         n, m = flat.x.size, sum(math.prod(o.shape) for o in jax.tree_util.tree_leaves(out_like))
         jac = unflatten_matrix(value.reshape(n, m).T, out_like, like)
         if options.return_error:
+            assert error is not None  # estimated when asked for
             return jac, unflatten_matrix(error.reshape(n, m).T, out_like, like)
         return jac
 
@@ -621,6 +623,7 @@ def hessian(
         value, error = _hessian_flat(flat.g, flat.x, step, bool(richardson), bool(return_error))
         hess = unflatten_matrix(value, like, like)
         if return_error:
+            assert error is not None  # estimated when asked for
             return hess, unflatten_matrix(error, like, like)
         return hess
 
