@@ -635,8 +635,11 @@ def _train_step(
 
 def _global_norm(tree: PyTree) -> jax.Array:
     """sqrt(sum of every leaf's squared entries) (optax's global norm, across its versions)."""
-    squares = [jnp.vdot(x, x).real for x in jax.tree.leaves(tree)]
-    return jnp.sqrt(functools.reduce(jnp.add, squares, jnp.zeros(())))
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros(())
+    flat = jnp.concatenate([jnp.ravel(x) for x in leaves])  # one product: fuses best
+    return jnp.sqrt(jnp.vdot(flat, flat).real)
 
 
 def _hyperparameter(opt_state: optax.OptState, name: str) -> jax.Array | None:
