@@ -717,6 +717,7 @@ def test_ctrl_c_exits_130_with_a_hint_and_resume_is_bit_identical(tmp_path, refe
     assert proc.returncode in (130, 0), err  # 0: it finished before the signal arrived
     assert "Traceback" not in err
     if proc.returncode == 130:
-        assert "interrupted; continue with" in err and "--resume" in err
+        assert "interrupted at step" in err and "continue with: mlgrad train" in err
+        assert "--resume" in err
     assert _train(*CRASH, "--out", out, "--resume") == 0
     _assert_same_run(out, reference)

@@ -28,9 +28,10 @@ class Interrupted(KeyboardInterrupt):
     (130 for Ctrl-C, 143 for SIGTERM).
     """
 
-    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+    def __init__(self, message: str, signum: int = signal.SIGINT, step: int | None = None) -> None:
         super().__init__(message)
         self.signum = int(signum)
+        self.step = step  # the step the run stopped at (its checkpoint), when known
 
     @property
     def exit_code(self) -> int:

@@ -271,9 +271,10 @@ def train_run(
     except Interrupted as e:
         saved = plan.run_dir / "config.yaml"
         raise Interrupted(
-            f"interrupted at step {e}; the checkpoint is saved, continue with: mlgrad train "
+            f"interrupted at step {e.step}; the checkpoint is saved, continue with: mlgrad train "
             f"{shlex.quote(str(saved))} --out {shlex.quote(str(plan.run_dir))} --resume",
             e.signum,
+            e.step,
         ) from None
     finally:
         if lock is not None:
@@ -522,7 +523,7 @@ class _Training:
             if checkpoint or stop:
                 self._save(s)
             if stop:
-                raise Interrupted(str(step), stop)  # train_run adds how to continue
+                raise Interrupted("stopped", stop, step)  # train_run says how to continue
 
         return on_chunk
 
