@@ -86,6 +86,7 @@ from mlgrad.training.parallel import (
     replicated,
     select_devices,
 )
+from mlgrad.training.sharpness import initial_vector, top_eigenpair
 
 PyTree = Any
 # loss_fn(params, batch) -> loss; with model_state= (params, model_state, batch), with_key=True
@@ -149,6 +150,9 @@ class FitResult(NamedTuple):
         rate of each step (from ``learning_rate=``, or an ``optax.inject_hyperparams``
         state; NaN when neither tells) and the global norm of its gradient.
       model_state: the final model state (``state.model_state``; None without one).
+      sharpness: with ``sharpness_every=N``, ``(k, 2)`` rows ``(t, lambda_max)``: the largest
+        Hessian eigenvalue of the batch loss at the parameters after ``t`` steps, for the
+        ``t`` run by this call with ``t % N == 0``; None otherwise.
     """
 
     params: PyTree
@@ -160,6 +164,7 @@ class FitResult(NamedTuple):
     aux_history: dict[str, np.ndarray] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
     step_metrics: dict[str, np.ndarray] = {}  # noqa: RUF012
     model_state: PyTree = None
+    sharpness: np.ndarray | None = None
 
 
 class ChunkMetrics(NamedTuple):
@@ -684,6 +689,7 @@ _LOSS, _GRAD_NORM, _LR, _AUX = 0, 1, 2, 3
         "mesh",
         "real",
         "schedule",
+        "sharpness",
     ),
 )
 def _run_chunk(
@@ -706,7 +712,9 @@ def _run_chunk(
     real: int | None = None,
     orders_offset: jax.Array | None = None,
     schedule: Any = None,
-) -> tuple[PyTree, optax.OptState, PyTree, jax.Array, PyTree | None]:
+    sharpness: int | None = None,
+    probe: jax.Array | None = None,
+) -> tuple[PyTree, optax.OptState, PyTree, jax.Array, PyTree | None, jax.Array | None]:
     """``length`` optimizer steps (or ``count < length`` of them) from the state after
     ``step`` steps, as one compiled loop; ``opt_state=None`` initialises the optimizer first
     (a fresh run).
@@ -724,6 +732,11 @@ def _run_chunk(
     share one stack of their seeds' orders). ``key`` is the run's key when the loss takes
     one (step ``t``'s key is ``fold_in(split(key)[1], t)``), else None.
 
+    ``sharpness=N``: before the steps ``t`` (steps taken) with ``t % N == 0``, the top
+    Hessian eigenvalue of that step's batch loss at the params (:mod:`~mlgrad.training.sharpness`,
+    ``probe`` the previous eigenvector, carried from measurement to measurement); its row
+    is after the aux rows, NaN at the other steps.
+
     Data parallel (``mesh``, a one-axis mesh ``("data",)``): every batch is constrained to be
     split along its examples across the mesh's devices and the state to be replicated; XLA
     partitions the step (per-device partial sums, one all-reduce of the gradient). A full
@@ -732,7 +745,8 @@ def _run_chunk(
 
     Returns:
       (the params, optimizer state and model state after the steps, a buffer of
-      ``(3 + aux, length + 1)`` entries, the params after every step or None). Row 0 is
+      ``(3 + aux [+ 1], length + 1)`` entries, the params after every step or None, the
+      last eigenvector of ``sharpness`` or None). Row 0 is
       the status of the final state (column 0: 0 when its params and states are all finite,
       NaN otherwise) and the losses (columns ``1 : steps + 1``); rows 1 and 2 the gradient
       norms and learning rates and the next rows the aux values (sorted by name), in the
@@ -775,9 +789,35 @@ def _run_chunk(
     )
     dtype = loss_shape.dtype
 
+    def measure(
+        t: jax.Array,
+        params: PyTree,
+        model_state: PyTree,
+        batch: Any,
+        mask: Any,
+        key: Any,
+        probe: Any,
+    ) -> tuple[jax.Array, jax.Array]:
+        """The sharpness before step ``t`` (steps taken) when ``t % sharpness == 0``."""
+        assert sharpness is not None  # measured only then
+
+        def loss(p: PyTree) -> jax.Array:
+            return _objective(p, batch, mask, loss_fn, model_state, key)[0]
+
+        def now(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+            value, v = top_eigenpair(loss, params, v)
+            return value.astype(dtype), v
+
+        def later(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+            return jnp.asarray(jnp.nan, dtype), v
+
+        return jax.lax.cond(t % sharpness == 0, now, later, probe)
+
     def body(i, carry):
-        params, opt_state, model_state, records, params_trace = carry
+        params, opt_state, model_state, records, params_trace, probe = carry
         batch, mask = batch_of(i)
+        if sharpness:
+            lam, probe = measure(step + i, params, model_state, batch, mask, key_of(i), probe)
         params, opt_state, model_state, loss, aux, grad_norm = _train_step(
             params,
             opt_state,
@@ -791,6 +831,8 @@ def _run_chunk(
         # the rate this update used (an injected one is in the state after the update)
         lr = _learning_rate(schedule, opt_state, step + i, dtype)
         values = [loss, grad_norm.astype(dtype), lr, *(aux[k].astype(dtype) for k in aux)]
+        if sharpness:
+            values.append(lam)
         records = jax.lax.dynamic_update_index_in_dim(records, jnp.stack(values), i + 1, 1)
         if trace:
             params_trace = jax.tree.map(
@@ -798,21 +840,24 @@ def _run_chunk(
                 params_trace,
                 params,
             )
-        return params, opt_state, model_state, records, params_trace
+        return params, opt_state, model_state, records, params_trace, probe
 
-    records = jnp.zeros((_AUX + len(aux_shape), length + 1), dtype)
+    records = jnp.zeros((_AUX + len(aux_shape) + bool(sharpness), length + 1), dtype)
     params_trace = None
     if trace:
         params_trace = jax.tree.map(
             lambda p: jnp.zeros((length, *jnp.shape(p)), jnp.result_type(p)), params
         )
-    init = (params, opt_state, model_state, records, params_trace)
+    init = (params, opt_state, model_state, records, params_trace, probe)
     trips = length if count is None else count  # `length`, a Python int, is a static count
-    params, opt_state, model_state, records, params_trace = jax.lax.fori_loop(0, trips, body, init)
+    params, opt_state, model_state, records, params_trace, probe = jax.lax.fori_loop(
+        0, trips, body, init
+    )
     finite = _all_finite((params, opt_state, model_state))
     status = jnp.where(finite, 0.0, jnp.nan).astype(dtype)
     records = records.at[_LOSS, 0].set(status)
-    return constrain((params, opt_state, model_state, records, params_trace), PartitionSpec())
+    out = (params, opt_state, model_state, records, params_trace, probe)
+    return constrain(out, PartitionSpec())
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn",))
@@ -1021,9 +1066,13 @@ def _aux_names(
 
 
 def _chunk_metrics(table: np.ndarray, aux_names: list[str]) -> ChunkMetrics:
-    """The aux and step metrics of a chunk's records (rows as in :func:`_run_chunk`)."""
+    """The aux and step metrics of a chunk's records (rows as in :func:`_run_chunk`; a row
+    after the aux rows is the sharpness)."""
     aux = {name: table[_AUX + i] for i, name in enumerate(aux_names)}
-    return ChunkMetrics(aux, {"lr": table[_LR], "grad_norm": table[_GRAD_NORM]})
+    step_metrics = {"lr": table[_LR], "grad_norm": table[_GRAD_NORM]}
+    if len(table) > _AUX + len(aux_names):
+        step_metrics["sharpness"] = table[_AUX + len(aux_names)]
+    return ChunkMetrics(aux, step_metrics)
 
 
 def _takes_four(callback: Callable[..., Any]) -> bool:
@@ -1062,6 +1111,7 @@ def fit(
     drop_remainder: bool = False,
     learning_rate: Any = None,
     check_loss: bool = True,
+    sharpness_every: int | None = None,
 ) -> FitResult:
     r"""Minimises ``loss_fn`` by gradient descent, compiled by XLA in ``lax.scan`` chunks.
 
@@ -1141,6 +1191,16 @@ def fit(
       check_loss: with a ragged last batch (deterministic, stateless runs), check once at the
         start that ``loss_fn`` is a mean over the batch (the loss of a batch against those
         of its two halves) and warn (:class:`LossContractWarning`) if it is not.
+      sharpness_every: every this many steps (at the steps ``t`` with ``t % N == 0``, ``t``
+        the steps taken), record the sharpness, the largest Hessian eigenvalue of the batch
+        loss at the current parameters, inside the compiled loop
+        (:mod:`mlgrad.training.sharpness`: 10 Lanczos steps on Hessian-vector products,
+        warm-started from the previous measurement's eigenvector, which is kept from chunk to
+        chunk of a call but not in the state: a resumed run starts it afresh). Returned as
+        ``FitResult.sharpness`` and as ``step_metrics["sharpness"]`` (NaN between
+        measurements). Compare it with ``2 / learning_rate`` (gradient descent's stability
+        limit, Cohen et al. 2021). Each measurement costs about 10 gradients; the training
+        itself is unchanged.
       devices: where to train: ``"auto"`` (every device JAX sees), a number ``N`` (the first
         ``N`` of ``jax.devices()``) or a list of devices. With more than one, training is
         data parallel (:mod:`mlgrad.training.parallel`): each batch is split along its
@@ -1173,6 +1233,8 @@ def fit(
             f"got {type(optimizer).__name__}."
         )
     steps = _positive_int(steps, "steps", allow_zero=True)
+    if sharpness_every is not None:
+        sharpness_every = _positive_int(sharpness_every, "sharpness_every")
     leaves, treedef, n = _flatten_data(data, "data")
     if batch_size is not None:
         batch_size = _positive_int(batch_size, "batch_size")
@@ -1254,6 +1316,9 @@ def fit(
         state = _init_state(state.params, state.key, state.model_state, optimizer=optimizer)
     run_key = state.key if with_key else None
     eval_key = None if not with_key else jax.random.split(state.key)[0]
+    probe = None if sharpness_every is None else initial_vector(state.params)
+    if probe is not None and mesh is not None:
+        probe = place(probe, replicated(mesh))
 
     def run(
         state: TrainState, first: int, count: int, length: int | None = None
@@ -1272,7 +1337,7 @@ def fit(
                 plan=plan,
                 count=_epochs_touched(length, plan),
             )
-        params, opt_state, model_state, buffer, params_trace = _run_chunk(
+        params, opt_state, model_state, buffer, params_trace, last = _run_chunk(
             state.params,
             state.opt_state,
             state.model_state,
@@ -1290,9 +1355,11 @@ def fit(
             mesh=mesh,
             real=real,
             schedule=learning_rate,
+            sharpness=sharpness_every,
+            probe=probe,
         )
         new = TrainState(params, opt_state, device_int(first + count), state.key, model_state)
-        return new, buffer, params_trace
+        return new, buffer, (params_trace, last)
 
     aux_names = _aux_names(objective, state, layout.build(arrays), plan, run_key)
 
@@ -1309,7 +1376,7 @@ def fit(
         step = start
         while step < steps:
             end = _next_boundary(step, steps, boundaries)
-            new, buffer, params_trace = run(state, step, end - step)
+            new, buffer, (params_trace, last) = run(state, step, end - step)
             buffer = np.asarray(buffer)  # the one transfer (and sync) per chunk
             chunk = buffer[:, 1 : end - step + 1]
             if not np.isfinite(buffer[_LOSS, : end - step + 1]).all():
@@ -1317,7 +1384,7 @@ def fit(
                 records.append(chunk[:, :bad])
                 history = np.concatenate(records, axis=1)[_LOSS]
                 raise TrainingDivergedError(step + bad, public(good), history)
-            state, step = new, end
+            state, step, probe = new, end, last
             records.append(chunk)
             if trace_params:
                 trace.append(jax.tree.map(np.asarray, params_trace))
@@ -1343,9 +1410,15 @@ def fit(
     elif records:
         table = np.concatenate(records, axis=1)
     else:
-        table = np.zeros((_AUX + len(aux_names), 0), np.float32)
+        rows = _AUX + len(aux_names) + (sharpness_every is not None)
+        table = np.zeros((rows, 0), np.float32)
     history = table[_LOSS]
     metrics = _chunk_metrics(table, aux_names)
+    sharpness = None
+    if sharpness_every is not None:
+        taken = np.arange(start, start + table.shape[1])  # steps taken before each column's
+        at = taken % sharpness_every == 0
+        sharpness = np.stack([taken[at], metrics.step_metrics["sharpness"][at]], axis=1)
     val_history = np.array(vals, np.float64) if vals else np.zeros((0, 2))
     param_trace = None
     if trace_params:
@@ -1369,6 +1442,7 @@ def fit(
         metrics.aux,
         metrics.step_metrics,
         state.model_state,
+        sharpness,
     )
 
 

@@ -274,7 +274,7 @@ def _sweep_chunk(
     run_keys = jnp.repeat(_train_keys(seeds)[1], num_lrs, axis=0) if loss_fn.with_key else None
 
     def run(p: PyTree, s: optax.OptState, m: PyTree, offset: Any, key: Any) -> tuple:
-        p, s, m, buffer, _ = _run_chunk(
+        p, s, m, buffer, *_ = _run_chunk(
             p,
             s,
             m,
