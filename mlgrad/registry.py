@@ -57,7 +57,7 @@ class Model(NamedTuple):
             PNG figures into ``out_dir`` and returns their paths. ``fit_result`` may be ``None``.
         has_aux: ``loss`` returns ``(loss, aux)``, ``aux`` a dict of scalars (a KL term, an
             accuracy) that ``mlgrad train`` logs every ``train.log_every`` steps as
-            ``train_<name>`` in ``metrics.jsonl`` (``mlgrad.fit(has_aux=True)``).
+            ``aux/<name>`` in ``metrics.jsonl`` (``mlgrad.fit(has_aux=True)``).
         with_key: ``loss(params, batch, key)`` gets a fresh PRNG key every step (dropout,
             noise; ``mlgrad.fit(with_key=True)``); ``train.batch_size`` must then divide the
             training examples. The final metrics evaluate the loss with one fixed key.

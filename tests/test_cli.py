@@ -19,6 +19,7 @@ import pytest
 
 from mlgrad.data import load
 from mlgrad.runs import initial_state, prepare
+from mlgrad.runs.metrics_log import MetricsLog, without_timing
 from mlgrad.training.checkpoint import all_steps, restore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +45,11 @@ def _state(run_dir: Path, step: int | None = None):
 
 def _leaves(tree) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl's records less the wall-clock steps_per_s (which no two runs share)."""
+    return without_timing(MetricsLog.read(run_dir / "metrics.jsonl"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +218,8 @@ def test_run_writes_all_files_and_reaches_least_squares(cli):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 201))  # log_every 1
     # no validation split; the learning rate and the gradient's norm of every logged step
-    assert all(set(r) == {"step", "train_loss", "lr", "grad_norm"} for r in records)
+    keys = {"step", "train_loss", "lr", "grad_norm", "steps_per_s"}
+    assert all(set(r) == keys and r["steps_per_s"] > 0 for r in records)
     assert all(r["lr"] == pytest.approx(0.1) for r in records)  # the config's sgd(0.1)
     # the first step's gradient, at w = 0: d/dw mean((w x + b - y)^2), d/db likewise
     x = (data.x_train[:, 0] - data.x_train[:, 0].mean()) / data.x_train[:, 0].std()
@@ -289,7 +296,7 @@ def test_resume_is_bit_identical(cli, config, overrides):
     assert int(whole.step) == int(split.step) == 26
     for a, b in zip(_leaves(whole), _leaves(split), strict=True):
         np.testing.assert_array_equal(a, b)  # params, optimizer state, step, key: bit for bit
-    assert Path("whole/metrics.jsonl").read_text() == Path("split/metrics.jsonl").read_text()
+    assert _metrics(Path("whole")) == _metrics(Path("split"))  # all but the timings
     saved = Path("split/config.yaml").read_text()
     assert "steps: 26" in saved
     assert json.loads(Path("split/summary.json").read_text())["resumed_from_step"] == 13
@@ -322,7 +329,7 @@ def test_resume_truncates_metrics_to_the_checkpoint(cli):
     ]
     assert cli("train", LR, "train.steps=20", *common).code == 0
     reference = _state(Path("r"))
-    reference_metrics = Path("r/metrics.jsonl").read_text()
+    reference_metrics = _metrics(Path("r"))
     # A run killed after logging past its last complete checkpoint: step 20's checkpoint is
     # gone, metrics.jsonl runs ahead (and ends in a torn line).
     shutil.rmtree("r/checkpoints/20")
@@ -330,7 +337,7 @@ def test_resume_truncates_metrics_to_the_checkpoint(cli):
         f.write('{"step": 21, "train_loss": 1.0}\n{"step": 22, "tr')
     res = cli("train", LR, "train.steps=20", "--resume", *common)
     assert res.code == 0, res.err
-    assert Path("r/metrics.jsonl").read_text() == reference_metrics  # steps 1..20, once each
+    assert _metrics(Path("r")) == reference_metrics  # steps 1..20, once each
     for a, b in zip(_leaves(reference), _leaves(_state(Path("r"))), strict=True):
         np.testing.assert_array_equal(a, b)
 

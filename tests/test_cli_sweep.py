@@ -53,7 +53,10 @@ def sweep_calls(monkeypatch):
 
 
 def _listing(path: Path) -> list[str]:
-    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+    """Every path under ``path``; of a sweep's ``runs/`` only the folder (its runs' logs are
+    tested in tests/test_tensorboard.py)."""
+    paths = (p.relative_to(path) for p in path.rglob("*"))
+    return sorted(str(p) for p in paths if p.parts[0] != "runs" or len(p.parts) == 1)
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
@@ -282,6 +285,7 @@ def test_run_directory_files_table_and_best_run(cli):
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "config.yaml",
         "loss_curves.png",
+        "runs",
         "sweep.csv",
         "sweep.json",
     ]
@@ -345,7 +349,12 @@ def test_default_run_dir_and_quiet(cli):
     assert res.err == ""
     (run,) = Path("runs").iterdir()
     assert run.name.startswith("linear_regression-sweep-")
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "sweep.csv", "sweep.json"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "config.yaml",
+        "runs",
+        "sweep.csv",
+        "sweep.json",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,7 +457,12 @@ def test_an_interrupt_or_a_failed_write_leaves_a_sweep_that_resumes(cli, monkeyp
     monkeypatch.setattr(sweep_module, "sweep", real_sweep)
     res = cli(*args, "--resume")
     assert res.code == 0, res.err
-    assert _listing(Path("sw")) == ["config.yaml", "sweep.csv", "sweep.json"]  # progress gone
+    assert _listing(Path("sw")) == [
+        "config.yaml",
+        "runs",
+        "sweep.csv",
+        "sweep.json",
+    ]  # progress gone
     # Nothing to resume in a finished sweep.
     res = cli(*args, "--resume")
     res.assert_user_error()
@@ -467,14 +481,12 @@ def test_an_interrupt_or_a_failed_write_leaves_a_sweep_that_resumes(cli, monkeyp
     args = ("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw2", "--no-plots")
     res = cli(*args)
     assert res.code == 1 and "No space left" in res.err
-    assert "sweep.json" not in str(_listing(Path("sw2"))) and "sweep.csv" not in str(
-        _listing(Path("sw2"))
-    )
+    assert not {"sweep.json", "sweep.csv", "runs"} & set(_listing(Path("sw2")))
     monkeypatch.setattr(rundir, "write_atomic", real)
     res = cli(*args, "--resume")
     assert res.code == 0, res.err
     assert "done before the interruption" in res.err
-    assert _listing(Path("sw2")) == ["config.yaml", "sweep.csv", "sweep.json"]
+    assert _listing(Path("sw2")) == ["config.yaml", "runs", "sweep.csv", "sweep.json"]
 
 
 def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
@@ -497,7 +509,7 @@ def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
     monkeypatch.setattr(run_sweep._Groups, "train", others_start_meanwhile)
     res = cli("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw", "--no-plots", "-q")
     assert res.code == 0, res.err
-    assert _listing(Path("sw")) == ["config.yaml", "sweep.csv", "sweep.json"]  # lock gone
+    assert _listing(Path("sw")) == ["config.yaml", "runs", "sweep.csv", "sweep.json"]  # lock gone
     assert [r["seed"] for r in _rows(Path("sw"))] == ["0", "1"]
 
     # A default name that another process owns after this one chose it: the next one.
@@ -508,7 +520,7 @@ def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
         res = cli("sweep", LR, "seed=0", "train.steps=2", "--no-plots", "-q")
         assert res.code == 0, res.err
         assert _listing(Path("runs/a")) == [rundir.LOCK]  # the other's, untouched
-    assert _listing(Path("runs/b")) == ["config.yaml", "sweep.csv", "sweep.json"]
+    assert _listing(Path("runs/b")) == ["config.yaml", "runs", "sweep.csv", "sweep.json"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -319,8 +319,8 @@ def test_the_cli_trains_a_model_with_a_key_and_logs_its_aux(tmp_path, monkeypatc
     data = load("ice_cream")
     assert [r["step"] for r in records] == list(range(1, 13))
     for r in records:  # full batches: the aux is the data's own, every step
-        assert r["train_mean_y"] == pytest.approx(float(np.mean(data.y_train)), rel=1e-6)
-        assert r["train_first_x"] == pytest.approx(float(data.x_train[0, 0]), rel=1e-6)
+        assert r["aux/mean_y"] == pytest.approx(float(np.mean(data.y_train)), rel=1e-6)
+        assert r["aux/first_x"] == pytest.approx(float(data.x_train[0, 0]), rel=1e-6)
     # A key per step: the noisy losses differ from the noiseless run's, and resume is exact.
     assert main(["train", "noisy.yaml", "--out", "run2", "--no-plots", "-q", "train.steps=6"]) == 0
     assert (

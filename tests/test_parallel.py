@@ -182,7 +182,9 @@ def test_two_processes_equal_one_process(single, tmp_path):
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, runs
     run_dir = runs[0]
-    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [
+    names = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")]
+    assert sum(n.startswith("events.out.tfevents.") for n in names) == 1  # TensorBoard's
+    assert sorted(n for n in names if not n.startswith("events.out.tfevents.")) == [
         "checkpoints",
         "config.yaml",
         "loss.png",

@@ -40,6 +40,8 @@ def test_train_and_evaluate_a_shrunk_config(tmp_path, cache_dir):
     assert summary == json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 150 and summary["config"] is None
     files = sorted(p.name for p in run.iterdir())
+    assert sum(name.startswith("events.out.tfevents.") for name in files) == 1  # TensorBoard's
+    files = [name for name in files if not name.startswith("events.out.tfevents.")]
     assert files == [
         "checkpoints",
         "config.yaml",

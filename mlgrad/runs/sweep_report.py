@@ -1,5 +1,6 @@
-"""A sweep's results: the table of runs, ``sweep.csv``, ``sweep.json``, ``config.yaml`` and
-``loss_curves.png``, written atomically into the sweep's run directory."""
+"""A sweep's results: the table of runs, ``sweep.csv``, ``sweep.json``, ``config.yaml``,
+``loss_curves.png`` and each run's metrics and TensorBoard events (``runs/<run>/``,
+:mod:`mlgrad.runs.sweep_logs`), written atomically into the sweep's run directory."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import dataclasses
 import io
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -208,6 +210,7 @@ def write_sweep(report: SweepReport, *, plots: bool = True, console: Console | N
     on any failure removes what it wrote (the caller releases the directory, and removes it if
     it made it), so a run directory holds a complete sweep or nothing of it."""
     from mlgrad.config import to_yaml
+    from mlgrad.runs.sweep_logs import RUNS, write_run_logs
 
     plan, run_dir = report.plan, report.plan.run_dir
     header = (
@@ -221,6 +224,8 @@ def write_sweep(report: SweepReport, *, plots: bool = True, console: Console | N
         for name, text in files:
             written.append(run_dir / name)
             rundir.write_atomic(run_dir / name, text)
+        written.append(run_dir / RUNS)
+        write_run_logs(run_dir, plan.runs, report.outcomes, plan.swept)
         if plots:
             written.append(run_dir / "loss_curves.png")
             _plot(run_dir / "loss_curves.png", report, console or Console())
@@ -229,7 +234,10 @@ def write_sweep(report: SweepReport, *, plots: bool = True, console: Console | N
     except BaseException as e:
         for path in written:
             with contextlib.suppress(OSError):
-                path.unlink()
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
         if isinstance(e, OSError):
             raise RunError(f"writing the run directory {run_dir} failed: {e}") from None
         raise

@@ -6,15 +6,21 @@ A run directory (``runs/<name>-<UTC timestamp>/``, or exactly the ``workdir`` gi
 * ``run.json``: what the run trains on: the data's source and a SHA-256 fingerprint of its
   values, which ``resume`` checks;
 * ``metrics.jsonl``: one JSON object per logged step: ``step``, ``train_loss`` (the loss of
-  that step's batch before its update), and at evaluation steps ``val_loss`` and the model's
-  other validation metrics (``val_accuracy``); rewritten atomically;
+  that step's batch before its update), ``lr``, ``grad_norm``, ``steps_per_s``, the loss's
+  aux metrics as ``aux/<name>``, and at evaluation steps ``val_loss`` and the model's other
+  validation metrics (``val_accuracy``); appended, durable at every checkpoint
+  (:mod:`mlgrad.runs.metrics_log`);
+* ``events.out.tfevents.*``: the same records as TensorBoard events, the keys as tags
+  (:mod:`mlgrad.runs.event_log`; a resumed run adds a file that hides the stopped run's
+  events after its checkpoint);
 * ``checkpoints/``: orbax checkpoints of the full train state (params, optimizer state, step,
   PRNG key) at step 0, every ``train.checkpoint_every`` steps and at the end (the newest
   ``train.keep_checkpoints`` and the one at step 0 are kept);
 * ``summary.json``: final ``metrics`` (``train_loss``; with a validation split ``val_loss``
   and, for classifiers, ``val_accuracy``), the model's report (e.g. ``coefficients`` in data
   units and ``intercept``), ``wall_time_s``, ``devices``, ``steps``, ``dtype``, ``name``,
-  ``config``;
+  ``config``, and ``provenance`` (versions, platform, devices, command line, git commit:
+  :func:`mlgrad.runs.provenance.provenance`);
 * PNG figures: ``loss.png`` and the model's own (``fit.png``, ``loss_surface.png``, ...).
 
 The gradient-descent path over the loss surface needs the parameters after every step, so
@@ -50,7 +56,9 @@ from mlgrad import _faults
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
 from mlgrad.runs.errors import Interrupted, RunError, UsageError, out_of_memory_is_a_run_error
+from mlgrad.runs.event_log import EventLog, event_files
 from mlgrad.runs.metrics_log import MetricsLog
+from mlgrad.runs.provenance import provenance
 from mlgrad.runs.setup import (
     Setup,
     as_batch,
@@ -322,16 +330,21 @@ class _Training:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.t0 = time.perf_counter()
         self.stop = StopRequest()  # Ctrl-C or SIGTERM while fit trains: save, then stop
+        self.provenance = provenance() if self.primary else None  # the tree as the run starts
 
     def run(self, *, plots: bool) -> dict[str, Any] | None:
-        state0 = self._initial_state()
-        state, start = self._restore(state0)
-        self._open_run_dir(start)
-        self._announce(state0, start)
-        state, result = self._train(state, start)
-        if not self.primary:
-            return None
-        return self._finish(state, result, start, plots=plots)
+        try:
+            state0 = self._initial_state()
+            state, start = self._restore(state0)
+            self._open_run_dir(start)
+            self._announce(state0, start)
+            state, result = self._train(state, start)
+            if not self.primary:
+                return None
+            return self._finish(state, result, start, plots=plots)
+        finally:
+            with contextlib.suppress(OSError):
+                self.log.close()
 
     # -- before training ------------------------------------------------------------------
 
@@ -387,7 +400,15 @@ class _Training:
                     info["data_fingerprint"] = data_fingerprint(self.setup.data)
                     rundir.write_atomic(self.run_dir / RUN_INFO, rundir.to_json(info))
                 kept = [r for r in MetricsLog.read(self.log.path) if r["step"] <= start]
-                self.log = MetricsLog(self.log.path, kept if self.resuming else None)
+                kept = kept if self.resuming else []
+                # Resuming a run with event files: they hold the kept records already, and a
+                # new file hides their events past the checkpoint. (Without any, from an
+                # mlgrad before them, the new file gets every record.)
+                logged = self.resuming and bool(event_files(self.run_dir))
+                events = EventLog(self.run_dir, purge_step=start + 1 if logged else None)
+                self.log = MetricsLog(
+                    self.log.path, kept, events=events, events_from=len(kept) if logged else 0
+                )
                 if self.resuming:  # stale until this run finishes
                     with contextlib.suppress(FileNotFoundError):
                         (self.run_dir / "summary.json").unlink()
@@ -498,17 +519,26 @@ class _Training:
         train_cfg, log = self.cfg.train, self.log
         steps = train_cfg.steps
         val_metrics = jax.jit(self.setup.model.metrics)
+        chunk_start = [time.perf_counter()]  # when fit started the chunk (after our own work)
 
         def on_chunk(s: Any, losses: Any, val_loss: float | None, records: Any) -> None:
             _faults.kill_point("chunk")
             step = int(s.step)
             first = step - len(losses) + 1
+            rate = len(losses) / max(time.perf_counter() - chunk_start[0], 1e-9)
             lr, grad_norm = records.step_metrics["lr"], records.step_metrics["grad_norm"]
             for i, loss in enumerate(losses):
                 k = first + i
                 if k % train_cfg.log_every == 0 or k == steps or k == 1:
-                    aux = {f"train_{name}": v[i] for name, v in records.aux.items()}
-                    log.record(k, train_loss=loss, **aux, lr=lr[i], grad_norm=grad_norm[i])
+                    aux = {f"aux/{name}": v[i] for name, v in records.aux.items()}
+                    log.record(
+                        k,
+                        train_loss=loss,
+                        lr=lr[i],
+                        grad_norm=grad_norm[i],
+                        steps_per_s=rate,
+                        **aux,
+                    )
             if val_loss is not None:
                 extra = val_metrics(s.params, val_batch)
                 extra = {f"val_{k}": v for k, v in extra.items() if k != "loss"}
@@ -524,6 +554,7 @@ class _Training:
                 self._save(s)
             if stop:
                 raise Interrupted("stopped", stop, step)  # train_run says how to continue
+            chunk_start[0] = time.perf_counter()
 
         return on_chunk
 
@@ -589,6 +620,7 @@ class _Training:
             "data": setup.data.source,
             "run_dir": str(self.run_dir),
             "finished_utc": rundir.utc_stamp(),
+            "provenance": self.provenance,
         }
 
     def _plots(self, params: Any, result: Any) -> list[Path]:

@@ -1,0 +1,174 @@
+"""TensorBoard event files of a run's metrics: every record of ``metrics.jsonl`` as one event
+whose scalars are the record's numbers under the same keys (``train_loss``, ``val_loss``,
+``lr``, ``grad_norm``, ``steps_per_s``, ``aux/<name>``, ``val_<metric>``), so that
+``tensorboard --logdir runs/`` shows exactly what ``metrics.jsonl`` holds.
+
+The events are written with tensorboardX's record writer and protocol buffers (its
+``SummaryWriter`` is not used: it queues each scalar through a ``multiprocessing.Queue`` to a
+thread, about 100 us a scalar, and names its files by the second, so a run resumed within the
+second it stopped would truncate its first file). tensorboardX is imported when the first
+event file is opened, never on the path of ``mlgrad --help``.
+
+A resumed run appends a new event file that starts with a ``SessionLog.START`` at the step
+after its checkpoint (what ``SummaryWriter(purge_step=...)`` writes): TensorBoard then drops
+the events of the earlier files at that step and later, the ones written after the checkpoint
+by the run that was stopped, as :class:`~mlgrad.runs.metrics_log.MetricsLog` drops their
+lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlgrad.runs import rundir
+
+#: What TensorBoard recognises as an event file (a name containing ``tfevents``).
+PREFIX = "events.out.tfevents."
+
+_MISSING = (
+    "writing TensorBoard event files needs tensorboardX, one of mlgrad's dependencies: "
+    "pip install 'tensorboardX>=2.6.2.2' (or reinstall mlgrad)"
+)
+
+
+def event_files(directory: Path) -> list[Path]:
+    """The event files in ``directory`` (not its subdirectories), in the order TensorBoard
+    reads them (by name)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.startswith(PREFIX) and p.is_file())
+
+
+def scalars(record: Mapping[str, Any]) -> dict[str, float]:
+    """The scalars of a metrics record: every key but ``step`` whose value is a number
+    (null, a NaN or infinity logged as null, is left out, as TensorBoard cannot order it)."""
+    return {
+        k: float(v)
+        for k, v in record.items()
+        if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+class EventLog:
+    """Appends records to a new event file in ``directory``; :meth:`flush` makes them durable.
+
+    The file is created at the first record (or flush), so a run that fails before logging
+    leaves none.
+
+    Args:
+        directory: the run directory (the event files sit beside ``metrics.jsonl``).
+        purge_step: for a resumed run, the first step it logs: TensorBoard hides the earlier
+            files' events at this step and later.
+        path: the file to write (default: a new name in ``directory``, see :func:`new_file`).
+    """
+
+    def __init__(
+        self, directory: Path, *, purge_step: int | None = None, path: Path | None = None
+    ) -> None:
+        self.directory = directory
+        self.purge_step = purge_step
+        self.path = path
+        self._writer: Any = None
+
+    def write(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """One event per record with its :func:`scalars` (a record without any is skipped)."""
+        from tensorboardX.proto.event_pb2 import Event  # type: ignore[import-untyped]
+        from tensorboardX.proto.summary_pb2 import Summary  # type: ignore[import-untyped]
+
+        writer = self._open()
+        now = time.time()
+        for record in records:
+            values = scalars(record)
+            if values:
+                summary = Summary(
+                    value=[Summary.Value(tag=k, simple_value=v) for k, v in values.items()]
+                )
+                event = Event(wall_time=now, step=int(record["step"]), summary=summary)
+                writer.write(event.SerializeToString())
+
+    def flush(self) -> None:
+        """Writes what was added through to the disk (flushed and synced)."""
+        writer = self._open()
+        writer.flush()  # tensorboardX 2.6.5 syncs as well; 2.6.2.2 only flushes
+        fd = os.open(writer.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Closes the file (what was written and not flushed reaches it, unsynced)."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+
+    def _open(self) -> Any:
+        if self._writer is not None:
+            return self._writer
+        try:
+            from tensorboardX.proto.event_pb2 import Event, SessionLog
+            from tensorboardX.record_writer import RecordWriter  # type: ignore[import-untyped]
+        except ImportError:
+            raise ImportError(_MISSING) from None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.path is None:
+            self.path = new_file(self.directory)
+        writer = RecordWriter(str(self.path))
+        now = time.time()
+        first = Event(wall_time=now, file_version="brain.Event:2")
+        if self.purge_step is not None:  # as SummaryWriter(purge_step=...) starts its file
+            first.step = self.purge_step
+            writer.write(first.SerializeToString())
+            start = Event(wall_time=now, step=self.purge_step)
+            start.session_log.status = SessionLog.START
+            writer.write(start.SerializeToString())
+        else:
+            writer.write(first.SerializeToString())
+        self._writer = writer
+        return writer
+
+
+def new_file(directory: Path) -> Path:
+    """A name for a new event file that sorts after the directory's earlier ones (TensorBoard
+    reads them in name order): ``events.out.tfevents.<unix time>.<host>.<n>``; the number
+    keeps apart files started within the same second."""
+    stamp = f"{PREFIX}{int(time.time()):010d}.{_host()}"
+    taken = {p.name for p in directory.iterdir()}
+    n = len(event_files(directory))
+    while f"{stamp}.{n:04d}" in taken:
+        n += 1
+    return directory / f"{stamp}.{n:04d}"
+
+
+def _host() -> str:
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())
+    return host[:64] or "host"
+
+
+def write_events(directory: Path, records: Iterable[Mapping[str, Any]]) -> Path:
+    """Writes ``records`` as the only event file of ``directory``, atomically (a sweep's run,
+    written once it is done); earlier event files there are replaced."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = rundir.temporary(directory / "events")  # not an event file until renamed
+    log = EventLog(directory, path=tmp)
+    try:
+        log.write(records)
+        log.flush()
+        log.close()
+        for old in event_files(directory):
+            old.unlink()
+        path = new_file(directory)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            log.close()
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
