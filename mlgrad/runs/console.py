@@ -6,7 +6,8 @@ import sys
 
 
 class Console:
-    """Info lines on stderr (none when ``quiet``); the progress bar only on a terminal.
+    """Info lines on stderr (none when ``quiet``), and training progress: a bar on a
+    terminal, a line every few seconds otherwise (:mod:`mlgrad.training.progress`).
 
     Args:
         quiet: say nothing (``--quiet``, and every process but 0 of a multi-process run).
@@ -26,5 +27,6 @@ class Console:
 
     @property
     def progress(self) -> bool:
-        """Whether to draw a progress bar (not quiet, and stderr is a terminal)."""
-        return not self.quiet and sys.stderr.isatty()
+        """Whether to report training progress (unless quiet: a bar on a terminal, lines in
+        a log file or pipe)."""
+        return not self.quiet

@@ -86,6 +86,7 @@ from mlgrad.training.parallel import (
     replicated,
     select_devices,
 )
+from mlgrad.training.progress import Progress
 from mlgrad.training.sharpness import initial_vector, top_eigenpair
 
 PyTree = Any
@@ -1166,7 +1167,9 @@ def fit(
         ``state.step`` (None when it was not evaluated at this boundary); a callback that
         takes a fourth argument also gets the chunk's :class:`ChunkMetrics` (aux and step
         metrics). Not called for a chunk in which training diverged.
-      progress: show a progress bar (rich) on stderr.
+      progress: report progress on stderr (:mod:`mlgrad.training.progress`): a rich bar with
+        the loss, steps/s and time left on a terminal, otherwise a line every 5 seconds;
+        a line before the first compilation and one with its duration after it.
       trace_params: record the parameters after every step (``FitResult.param_trace``), e.g.
         to draw the gradient-descent path over a loss surface.
       with_key: call ``loss_fn(..., key)`` with a fresh PRNG key every step (dropout, noise,
@@ -1372,7 +1375,7 @@ def fit(
     vals: list[tuple[int, float]] = []
     trace: list[PyTree] = []
     wants_metrics = callback is not None and _takes_four(callback)
-    with _Progress(progress, start, steps) as bar:
+    with Progress(progress, start, steps) as bar:
         step = start
         while step < steps:
             end = _next_boundary(step, steps, boundaries)
@@ -1444,46 +1447,3 @@ def fit(
         state.model_state,
         sharpness,
     )
-
-
-class _Progress:
-    """A rich progress bar on stderr, or nothing."""
-
-    def __init__(self, enabled: bool, start: int, total: int) -> None:
-        self._bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[metrics]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self._task = self._bar.add_task("train", total=total, completed=start, metrics="")
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def update(self, step: int, loss: float, val_loss: float | None) -> None:
-        if self._bar is None:
-            return
-        metrics = f"loss {loss:.4g}" + ("" if val_loss is None else f"  val {val_loss:.4g}")
-        self._bar.update(self._task, completed=step, metrics=metrics)
