@@ -20,6 +20,8 @@ be new or empty) gets, once every run is done:
   wall times, the devices, the base config and the command's arguments;
 * ``config.yaml``: the base config (CONFIG with the single-valued overrides, resolved);
 * ``loss_curves.png``: every run's training loss curve on one axes.
+* ``runs/<run>/``: each run's ``metrics.jsonl`` and TensorBoard event file, the same records
+  (:mod:`mlgrad.runs.sweep_logs`), so that ``tensorboard --logdir`` compares the runs.
 
 Files are written atomically, ``sweep.json`` last; a failure while writing removes what was
 written. While it trains and writes, the sweep owns the directory (an OS lock,
