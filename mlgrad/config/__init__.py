@@ -13,7 +13,7 @@ training settings::
                                      #                 init_value: 0.1, decay_steps: 1000}
       momentum: 0.9                  # other keys: keyword arguments of optax.<name>
     train: {steps: 1000, batch_size: null, eval_every: 100, checkpoint_every: 1000,
-            keep_checkpoints: 3, log_every: 10, dtype: float32}
+            keep_checkpoints: 3, log_every: 10, sharpness_every: null, dtype: float32}
 
 :func:`load_config` reads the YAML file, applies ``key=value`` overrides
 (``optimizer.learning_rate=0.05 data.features=[temp,price]``), validates everything against
@@ -38,6 +38,7 @@ from mlgrad.config.optimizers import (
     optimizer_label,
     optimizer_names,
     optimizer_spec,
+    schedule_length_warnings,
     schedule_names,
 )
 from mlgrad.config.schema import DTYPES, MAX_SEED, MAX_STEPS, DataConfig, RunConfig, TrainConfig
@@ -63,6 +64,7 @@ __all__ = [
     "optimizer_spec",
     "parse_override",
     "read_config_file",
+    "schedule_length_warnings",
     "schedule_names",
     "to_yaml",
     "validate_config",

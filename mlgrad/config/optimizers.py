@@ -725,3 +725,68 @@ def _step_failure(optimizer: Any, params: Any) -> str | None:
     if shapes(new_state) != shapes(state):
         return "the optimizer state changes shape or dtype after a step"
     return None
+
+
+# The schedules whose length is a config value: {name: (keys whose sum is the step at which
+# the schedule reaches its end value)}. Others (exponential_decay's transition_steps is a
+# period, piecewise schedules have no single end) have no length to compare.
+_SCHEDULE_LENGTHS: dict[str, tuple[str, ...]] = {
+    "cosine_decay_schedule": ("decay_steps",),
+    "warmup_cosine_decay_schedule": ("decay_steps",),
+    "linear_schedule": ("transition_begin", "transition_steps"),
+    "polynomial_schedule": ("transition_begin", "transition_steps"),
+    "cosine_onecycle_schedule": ("transition_steps",),
+    "linear_onecycle_schedule": ("transition_steps",),
+}
+
+
+def _schedules(cfg: Mapping, prefix: str) -> list[tuple[str, Mapping]]:
+    """``(key, spec)`` of every schedule mapping in an optimizer section (chains included)."""
+    found = []
+    for k, v in cfg.items():
+        key = _join(prefix, str(k))
+        if k == "chain" and isinstance(v, Sequence) and not isinstance(v, str):
+            for i, element in enumerate(v):
+                if isinstance(element, Mapping):
+                    found += _schedules(element, _join(key, str(i)))
+        elif isinstance(v, Mapping) and isinstance(v.get("name"), str):
+            found.append((key, v))
+    return found
+
+
+def schedule_length_warnings(cfg: Mapping | DictConfig, steps: int) -> list[str]:
+    """A warning for each schedule in the optimizer section ``cfg`` whose length is not the
+    run's ``train.steps``: a shorter one trains its last steps at the end value, a longer one
+    never reaches it. A schedule that follows the run (``decay_steps: ${train.steps}``) never
+    warns.
+
+    Example:
+        >>> cfg = {"name": "adam", "learning_rate": {"name": "cosine_decay_schedule",
+        ...        "init_value": 0.01, "decay_steps": 2000}}
+        >>> print(schedule_length_warnings(cfg, 30000)[0])  # doctest: +NORMALIZE_WHITESPACE
+        `optimizer.learning_rate` (cosine_decay_schedule) ends at step 2000 but train.steps is
+        30000: the last 28000 steps train at its end value. Let the schedule follow the run
+        (decay_steps: ${train.steps}) or set its length.
+    """
+    if isinstance(cfg, DictConfig):
+        cfg = to_dict(cfg, resolve=True)
+    warnings = []
+    for key, spec in _schedules(cfg, "optimizer"):
+        keys = _SCHEDULE_LENGTHS.get(str(spec["name"]), ())
+        values = [spec.get(k, 0) for k in keys]
+        if not keys or not all(is_number(v) for v in values):
+            continue
+        length = int(sum(values))
+        if length == steps:
+            continue
+        effect = (
+            f"the last {steps - length} steps train at its end value"
+            if length < steps
+            else f"it is stopped {length - steps} steps before its end"
+        )
+        follow = f"{keys[-1]}: ${{train.steps}}" if len(keys) == 1 else f"{keys[-1]} to match"
+        warnings.append(
+            f"`{key}` ({spec['name']}) ends at step {length} but train.steps is {steps}: "
+            f"{effect}. Let the schedule follow the run ({follow}) or set its length."
+        )
+    return warnings

@@ -49,6 +49,10 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 10
+    # Every this many steps, the sharpness (the top Hessian eigenvalue of the step's batch
+    # loss: fit's sharpness_every), logged as ``sharpness`` and plotted beside the optimizer's
+    # stability limit 2/eta; null (the default) measures nothing.
+    sharpness_every: int | None = None
     # The floating-point dtype of the data, the parameters and the arithmetic: float64 turns
     # on JAX's x64 mode for the run only (``jax.enable_x64``).
     dtype: str = "float32"
@@ -91,6 +95,11 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("train.checkpoint_every", *_count(MAX_STEPS)),
     ("train.keep_checkpoints", *_count(MAX_KEEP_CHECKPOINTS)),
     ("train.log_every", *_count(MAX_STEPS)),
+    (
+        "train.sharpness_every",
+        lambda v: v is None or 0 < v <= MAX_STEPS,
+        f"null (never) or an integer > 0 and <= {MAX_STEPS}",
+    ),
     ("train.dtype", lambda v: v in DTYPES, "float32 or float64"),
     (
         "train.devices",
