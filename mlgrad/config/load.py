@@ -62,8 +62,7 @@ def load_config(
     tree = _read_config_file(path)
     tree.setdefault("name", path.stem)
     try:
-        for key, value in parsed:
-            _apply_override(tree, key, value)
+        _apply_overrides(tree, parsed)
         return _validate(tree, base)
     except ConfigError as e:
         origin = _origin(e.key, origins, path) if e.key else str(path)
@@ -102,9 +101,26 @@ def validate_config(
             "",
         )
     tree.setdefault("name", "run")
-    for text in overrides:
-        _apply_override(tree, *parse_override(text))
+    _apply_overrides(tree, [parse_override(text) for text in overrides])
     return _validate(tree, Path.cwd())
+
+
+#: A data set is named by one of these; an override of one replaces the other.
+_DATA_SOURCES = ("data.name", "data.path")
+
+
+def _apply_overrides(tree: dict, parsed: Sequence[tuple[str, Any]]) -> None:
+    """Applies ``(key, value)`` overrides in order. Overriding the data's source replaces the
+    config's: ``data.path=my.csv`` on a config that names a built-in data set (``data.name``)
+    unsets the name, and ``data.name=...`` unsets a ``data.path``, unless an override sets
+    both (then the data check says that only one may be given)."""
+    for key, value in parsed:
+        _apply_override(tree, key, value)
+    given = {key for key, value in parsed if key in _DATA_SOURCES and value is not None}
+    data = tree.get("data")
+    if len(given) == 1 and isinstance(data, dict):
+        (other,) = set(_DATA_SOURCES) - given
+        data[other.split(".")[1]] = None
 
 
 def _plain_copy(tree: Any) -> Any:
