@@ -9,7 +9,7 @@ print nothing useful, so one line is written every :data:`LINE_SECONDS` seconds 
 Before the first chunk a line says that the training program is compiling, and after it how
 long the compilation took (JAX's own compile-time events: tracing, lowering and XLA's
 compilation, summed; nearly nothing when the persistent compilation cache has the program).
-The rate and the time left are those of the chunks after the compilation.
+The rate and the time left are those of the chunks after the first (which compiled).
 """
 
 from __future__ import annotations
@@ -109,11 +109,8 @@ class Progress:
             self._compiled = True
             compiling = compile_seconds() - self._compile0
             self._say(f"compiled in {compiling:.1f} s")
-            running = max(now - self._t0 - compiling, 1e-9)
-        else:
-            running = max(now - self._t0, 1e-9)
-        if step > self._steps0:
-            self.rate = (step - self._steps0) / running
+        elif step > self._steps0:  # the rate of the chunks after the first (it also waited
+            self.rate = (step - self._steps0) / max(now - self._t0, 1e-9)  # for dispatches)
         self._t0, self._steps0 = now, step
         metrics = f"loss {loss:.4g}" + ("" if val_loss is None else f"  val {val_loss:.4g}")
         speed = "" if self.rate is None else f"{_number(self.rate)} steps/s"
