@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 from mlgrad._faults import KILL_ENV
 from mlgrad.cli import main
 from mlgrad.runs import rundir
-from mlgrad.runs.event_log import EventLog, event_files
+from mlgrad.runs.event_log import EventLog, event_files, write_events
 from mlgrad.runs.metrics_log import MetricsLog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,6 +234,16 @@ def test_new_event_files_sort_after_the_old_ones_within_a_second(tmp_path):
         names.append(log.path)
     assert event_files(tmp_path) == names  # none overwritten, in the order written
     assert not [p for p in tmp_path.iterdir() if rundir.is_leftover(p)]
+
+
+def test_a_sweep_run_rewritten_keeps_one_event_file(tmp_path):
+    """A sweep killed while writing its results writes them again on --resume: the run's
+    event file is replaced, never added to."""
+    write_events(tmp_path, [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.0}])
+    write_events(tmp_path, [{"step": 1, "train_loss": 3.0}])
+    assert len(event_files(tmp_path)) == 1
+    assert _read_events(tmp_path, purge=False) == {"train_loss": [(1, 3.0)]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in event_files(tmp_path)]
 
 
 def test_the_command_line_does_not_import_tensorboardx():

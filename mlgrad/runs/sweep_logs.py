@@ -72,6 +72,7 @@ def write_run_logs(
     for run, outcome in zip(runs, outcomes, strict=True):
         directory = folder / run_name(run, swept, len(runs))
         directory.mkdir(parents=True, exist_ok=True)
+        rundir.remove_leftovers(directory)  # of a write killed before a resume
         records = run_records(run, outcome)
         MetricsLog(directory / "metrics.jsonl", records).flush(force=True)
         write_events(directory, records)
