@@ -109,7 +109,9 @@ class Dataset:
         target_name: the name of the target.
         source: human-readable provenance (data set or file, and the split).
         labels: axis labels with units for columns whose meaning is known, e.g.
-            ``{"temp": "mean temperature (°F)"}``; see :meth:`label`.
+            ``{"temp": "mean temperature (°F)"}``; see :meth:`label`. A key
+            ``"<target>=<class>"`` names a class of a 0/1 target (``"benign=0"``:
+            ``"malignant"``).
 
     Example:
         >>> from mlgrad.data import load
@@ -632,7 +634,9 @@ def _breast_cancer(features: list[str] | None, target: str | None):
         "breast_cancer: Wisconsin diagnostic breast-cancer data (569 x 30) from "
         "scikit-learn's bundled load_breast_cancer; target 1 = benign, 0 = malignant"
     )
-    labels = {"benign": "class (1 = benign, 0 = malignant)"}
+    # "<target>=<class>" names a class of a 0/1 target (what plots call it)
+    labels = {"benign": "class (1 = benign, 0 = malignant)", "benign=0": "malignant"}
+    labels["benign=1"] = "benign"
     return x, bunch.target.astype(np.float64), features, target, source, labels
 
 

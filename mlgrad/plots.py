@@ -36,6 +36,19 @@ def use_log_scale(*series: Sequence[float] | np.ndarray, decades: float = 1.0) -
     return bool(np.log10(values.max() / values.min()) > decades)
 
 
+#: Characters of a title line that fit the default figure's width at TITLE_SIZE.
+TITLE_CHARS = 56
+
+
+def fitted_title(title: str, chars: int = TITLE_CHARS) -> tuple[str, float]:
+    """A title on one line where a font down to 3/4 of ``TITLE_SIZE`` lets it fit (a run's
+    name and optimizer, for example), else wrapped at that size: ``(text, font size)``."""
+    if len(title) <= chars:
+        return title, TITLE_SIZE
+    size = max(TITLE_SIZE * chars / len(title), 0.75 * TITLE_SIZE)
+    return textwrap.fill(title, int(chars * TITLE_SIZE / size)), size
+
+
 def loss_curve(
     path: str | Path,
     steps: Sequence[int] | np.ndarray,
@@ -97,7 +110,8 @@ def loss_curve(
     final = f"final training loss {train_loss[-1]:.4g}" if len(train_loss) else "no steps"
     if len(val_loss):
         final += f", validation {val_loss[-1]:.4g}"
-    ax.set_title(f"{textwrap.fill(title, 56)}\n{final}", fontsize=TITLE_SIZE)
+    head, size = fitted_title(title)
+    ax.set_title(f"{head}\n{final}", fontsize=size)
     ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
     ax.set_ylabel(loss_label + (" (log scale)" if log else ""), fontsize=LABEL_SIZE)
     ax.tick_params(labelsize=TICK_SIZE)

@@ -171,23 +171,25 @@ def build(cfg: Config, data: Any) -> Model:
     def plots(params: dict[str, Any], data: Any, fit_result: Any, out_dir: Path) -> list:
         del fit_result
         x, _, split = eval_split(data)
-        x = x[:16]
         recon = np.asarray(apply(params, jnp.asarray(x)))
-        return [_plot_reconstructions(x, recon, split, out_dir)]
+        whole = float(np.mean((recon - x) ** 2))  # the split's loss (val_loss on validation)
+        return [_plot_reconstructions(x[:16], recon[:16], split, whole, out_dir)]
 
     return Model(init=init, apply=apply, loss=loss, metrics=metrics, report=report, plots=plots)
 
 
-def _plot_reconstructions(x: np.ndarray, recon: np.ndarray, split: str, out_dir: Path) -> Path:
+def _plot_reconstructions(
+    x: np.ndarray, recon: np.ndarray, split: str, whole: float, out_dir: Path
+) -> Path:
     n, p = x.shape
     side = math.isqrt(p)
     cols = 8
     pairs = -(-n // cols)
-    fig = figure(1.3 * cols, 2.7 * pairs + 0.6)
+    fig = figure(1.3 * cols, 2.7 * pairs + 0.9)
     err = float(np.mean((recon - x) ** 2))
     fig.suptitle(
-        f"Originals (upper) and reconstructions (lower), {split} split: mean squared "
-        f"error {err:.4f}",
+        f"Originals (upper) and reconstructions (lower) of {n} {split} images\n"
+        f"mean squared error {err:.4f} (on the whole {split} split: {whole:.4f})",
         fontsize=13,
     )
     grid = fig.add_gridspec(2 * pairs, cols)

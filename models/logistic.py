@@ -125,6 +125,9 @@ def _plot_probabilities(p: np.ndarray, y: np.ndarray, split: str, data: Any, out
     bins = np.linspace(0.0, 1.0, 26)
     accuracy = float(np.mean((p > 0.5) == (y > 0.5)))
     target = data.target_name
+    names = {
+        c: data.labels.get(f"{target}={c}", ("not " if c == 0 else "") + target) for c in (0, 1)
+    }
     for cls, color in ((0, "C0"), (1, "C1")):
         sel = p[y == cls]
         ax.hist(
@@ -134,7 +137,7 @@ def _plot_probabilities(p: np.ndarray, y: np.ndarray, split: str, data: Any, out
             alpha=0.6,
             edgecolor="black",
             linewidth=0.5,
-            label=f"true class {cls} ({'not ' if cls == 0 else ''}{target}), {len(sel)} examples",
+            label=f"true class {cls} ({names[cls]}), {len(sel)} examples",
         )
     ax.axvline(
         0.5, color="black", ls="--", lw=1.5, label=f"threshold 0.5 (accuracy {accuracy:.3f})"
@@ -144,7 +147,7 @@ def _plot_probabilities(p: np.ndarray, y: np.ndarray, split: str, data: Any, out
     style(
         ax,
         f"Predicted probabilities by true class ({split} split)",
-        f"predicted probability of class 1 ({target})",
+        f"predicted probability of class 1 ({names[1]})",
         "number of examples",
     )
     return save(fig, out_dir, "probabilities.png")

@@ -328,6 +328,16 @@ def _build_schedule(spec: Mapping, key: str, steps: int, dtype: str | None = Non
         )
     fn = getattr(optax.schedules, name)
     kwargs = _check_kwargs(fn, spec, key, f"schedule {name}", steps, ("name",), dtype)
+    warmup, total = kwargs.get("warmup_steps"), kwargs.get("decay_steps")
+    if name == "warmup_cosine_decay_schedule" and is_number(warmup) and is_number(total):
+        if total <= warmup:
+            raise ConfigError(
+                f"`{key}.decay_steps` ({total:g}) must be larger than `{key}.warmup_steps` "
+                f"({warmup:g}): the schedule's length counts its warm-up. When it follows the "
+                f"run (decay_steps: ${{train.steps}}), train more than {warmup:g} steps or "
+                f"shorten the warm-up ({key}.warmup_steps=...).",
+                _join(key, "decay_steps"),
+            )
     try:
         schedule = fn(**kwargs)
     except Exception as e:  # optax's own argument checks

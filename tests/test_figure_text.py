@@ -1,0 +1,35 @@
+"""What figures say agrees with the console (H, item 9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlgrad.config import ConfigError, load_config
+from mlgrad.data import load
+from mlgrad.plots import TITLE_SIZE, fitted_title
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_a_run_title_stays_on_one_line_in_a_smaller_font():
+    title = "Loss curve: autoencoder (adam, learning rate warmup_cosine_decay_schedule)"
+    text, size = fitted_title(title)
+    assert text == title and 0.75 * TITLE_SIZE <= size < TITLE_SIZE
+
+
+def test_short_titles_keep_the_font_and_very_long_ones_wrap():
+    assert fitted_title("Loss curve: ice_cream") == ("Loss curve: ice_cream", TITLE_SIZE)
+    text, size = fitted_title("word " * 40)
+    assert size == 0.75 * TITLE_SIZE and 2 <= len(text.splitlines()) <= 3
+
+
+def test_the_breast_cancer_classes_are_named_as_the_console_names_them():
+    data = load(name="breast_cancer")
+    assert (data.labels["benign=0"], data.labels["benign=1"]) == ("malignant", "benign")
+
+
+def test_a_warm_up_as_long_as_the_schedule_names_both_keys():
+    with pytest.raises(ConfigError, match=r"decay_steps` \(100\) must be larger than"):
+        load_config(CONFIGS / "autoencoder.yaml", ["train.steps=100"])
