@@ -95,7 +95,12 @@ class EventLog:
     def flush(self) -> None:
         """Writes what was added through to the disk (flushed and synced)."""
         writer = self._open()
-        writer.flush()  # tensorboardX 2.6.5 syncs as well; 2.6.2.2 only flushes
+        file: Any = getattr(writer, "_writer", None)  # the record writer's open file
+        if callable(getattr(file, "fileno", None)):  # one sync (2.6.5's flush syncs, 2.6.2 not)
+            file.flush()
+            os.fsync(file.fileno())
+            return
+        writer.flush()
         fd = os.open(writer.path, os.O_RDONLY)
         try:
             os.fsync(fd)
