@@ -22,6 +22,7 @@ from mlgrad.config import load_config
 from mlgrad.runs import rundir
 from mlgrad.runs import sweep as run_sweep
 from mlgrad.runs.sweep_plan import parse_axes, plan, split_values
+from mlgrad.runs.sweep_report import MIN_LOSS_NOTE
 
 # The module (mlgrad.training.sweep is also the name of the function it exports).
 sweep_module = importlib.import_module("mlgrad.training.sweep")
@@ -330,6 +331,7 @@ def test_run_directory_files_table_and_best_run(cli):
     assert [line.lstrip("* ").split()[0] for line in table] == [str(i) for i in range(6)]
     assert [line.startswith("*") for line in table] == [i == best for i in range(6)]
     assert f"best: run {best} " in res.out and "devices: " in res.out
+    assert lines[7:9] == MIN_LOSS_NOTE.splitlines()  # what the two losses are
 
 
 def test_classifier_rows_have_accuracy(cli):

@@ -81,6 +81,13 @@ def curve_labels(runs: Sequence[Run], swept: Sequence[Axis]) -> tuple[list[str],
     return labels, None, None
 
 
+#: Why ``min_loss`` can be below (or above) the final loss, under the table.
+MIN_LOSS_NOTE = (
+    "train_loss: the whole training split's loss at the final parameters;\n"
+    "min_loss: the smallest loss of one training step's batch, before its update\n"
+)
+
+
 @dataclasses.dataclass
 class Outcome:
     """What one run of a sweep produced."""
@@ -177,7 +184,7 @@ class SweepReport:
     def text(self) -> str:
         """The table of runs (the best marked ``*``), the best run, the devices, a last line."""
         plan, best, n = self.plan, self.best, len(self.plan.groups)
-        lines = [table_text(self.rows, best)]
+        lines = [table_text(self.rows, best), MIN_LOSS_NOTE]
         if best is not None:
             b = plan.runs[best]
             what = " ".join(f"{a.key}={b.texts[a.key]}" for a in plan.swept) or "the only run"
