@@ -55,6 +55,12 @@ def _suggest(word: str, options: Sequence[str], prefix: str = "") -> str:
 
 
 def is_number(value: Any) -> TypeGuard[int | float]:
+    """Whether ``value`` is an int or a float (a bool, though an int in Python, is not).
+
+    Example:
+        >>> is_number(3), is_number(0.5), is_number(True), is_number("3")
+        (True, True, False, False)
+    """
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

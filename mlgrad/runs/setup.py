@@ -28,7 +28,7 @@ class Setup:
         cfg: the resolved config (an OmegaConf ``DictConfig``).
         module: the model's module (``Config``, ``build``).
         data: the :class:`mlgrad.data.Dataset` of ``cfg.data``.
-        model: the :class:`models.Model` built for that data.
+        model: the :class:`mlgrad.Model` built for that data.
         optimizer: the optax optimizer of ``cfg.optimizer``.
         mesh: the data-parallel mesh of ``train.devices`` (None: one device).
         source: the config file the run came from (None for a config built in Python).

@@ -14,12 +14,21 @@ Saves are synchronous: when :func:`save` (or :meth:`Checkpointer.save`) returns,
 checkpoint is complete on disk.
 
 Example:
-  >>> result = fit(loss, params, data, optimizer=opt, steps=100)
-  >>> save("run/checkpoints", result.state)
-  >>> latest_step("run/checkpoints")
+  >>> import tempfile, jax.numpy as jnp, optax
+  >>> from mlgrad.training import fit
+  >>> loss = lambda params, batch: jnp.mean((params["w"] * batch[0] - batch[1]) ** 2)
+  >>> data, opt = (jnp.arange(4.0), 3.0 * jnp.arange(4.0)), optax.sgd(0.05)
+  >>> result = fit(loss, {"w": 0.0}, data, optimizer=opt, steps=100)
+  >>> tmp = tempfile.TemporaryDirectory()
+  >>> save(f"{tmp.name}/checkpoints", result.state)   # the step saved
   100
-  >>> state = restore("run/checkpoints", like=result.state)
-  >>> fit(loss, None, data, optimizer=opt, steps=200, state=state)   # continue to 200
+  >>> latest_step(f"{tmp.name}/checkpoints")
+  100
+  >>> state = restore(f"{tmp.name}/checkpoints", like=result.state)
+  >>> resumed = fit(loss, None, data, optimizer=opt, steps=200, state=state)   # on to 200
+  >>> int(resumed.state.step), round(float(resumed.params["w"]), 4)
+  (200, 3.0)
+  >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -277,10 +286,13 @@ class Checkpointer:
         checkpoint at step 0 is always kept as well.
 
     Example:
-      >>> with Checkpointer("run/checkpoints", keep=3) as ckpt:
-      ...     ckpt.save(state)
-      ...     ckpt.latest_step()
-      0
+      >>> import tempfile, jax.numpy as jnp, optax
+      >>> from mlgrad.training import fit
+      >>> loss = lambda params, batch: jnp.mean((params["w"] - batch) ** 2)
+      >>> state = fit(loss, {"w": 0.0}, jnp.ones(4), optimizer=optax.sgd(0.1), steps=10).state
+      >>> with tempfile.TemporaryDirectory() as tmp, Checkpointer(tmp, keep=3) as ckpt:
+      ...     ckpt.save(state), ckpt.all_steps(), ckpt.latest_step()
+      (10, [10], 10)
     """
 
     def __init__(self, directory: PathLike, *, keep: int | None = None) -> None:
