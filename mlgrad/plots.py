@@ -59,6 +59,7 @@ def loss_curve(
     title: str = "Loss curve",
     loss_label: str = "loss",
     minibatch: bool = False,
+    diverged_at: int | None = None,
 ) -> Path:
     """Writes the loss curve (training and, if given, validation) as a PNG.
 
@@ -73,6 +74,8 @@ def loss_curve(
         loss_label: what the loss is, e.g. ``"mean squared error"``; the y axis reads
             ``"<loss_label>"`` with ``"(log scale)"`` appended when the axis is logarithmic.
         minibatch: the training losses are of mini-batches (drawn thinner, labelled so).
+        diverged_at: the step at which training diverged (a dashed red line there; the
+            losses are the finite ones before it).
 
     Returns:
         ``path``.
@@ -102,6 +105,10 @@ def loss_curve(
     )
     if len(val_steps):
         ax.plot(val_steps, val_loss, color="C1", lw=1.8, marker="o", ms=4, label="validation loss")
+    if diverged_at is not None:
+        ax.axvline(
+            diverged_at, color="C3", ls="--", lw=1.5, label=f"diverged at step {diverged_at}"
+        )
     log = use_log_scale(train_loss, val_loss)
     if log:
         ax.set_yscale("log")
@@ -110,10 +117,67 @@ def loss_curve(
     final = f"final training loss {train_loss[-1]:.4g}" if len(train_loss) else "no steps"
     if len(val_loss):
         final += f", validation {val_loss[-1]:.4g}"
+    if diverged_at is not None:
+        last = f"; last finite loss {train_loss[-1]:.4g}" if len(train_loss) else ""
+        final = f"diverged at step {diverged_at}{last}"
     head, size = fitted_title(title)
     ax.set_title(f"{head}\n{final}", fontsize=size)
     ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
     ax.set_ylabel(loss_label + (" (log scale)" if log else ""), fontsize=LABEL_SIZE)
+    ax.tick_params(labelsize=TICK_SIZE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def sharpness_curve(
+    path: str | Path,
+    steps: Sequence[int] | np.ndarray,
+    sharpness: Sequence[float] | np.ndarray,
+    limit_steps: Sequence[int] | np.ndarray = (),
+    limit: Sequence[float] | np.ndarray = (),
+    *,
+    limit_label: str = "stability limit 2/η",
+    title: str = "Sharpness",
+) -> Path:
+    r"""Writes the sharpness :math:`\lambda_{\max}` of the training loss during training, beside
+    the optimizer's stability limit (gradient descent: :math:`2/\eta`), as a PNG: the picture of
+    the edge of stability (Cohen et al. 2021), where :math:`\lambda_{\max}` rises to the limit
+    and stays there.
+
+    Args:
+        path: the PNG file to write.
+        steps: the steps of the measurements (the loss of that step's batch, before its
+            update, as the loss curve's).
+        sharpness: the top Hessian eigenvalue at each of ``steps``.
+        limit_steps, limit: the stability limit over the steps (a schedule moves it); empty
+            when the optimizer has none to compare (Adam's applies to the preconditioned
+            sharpness).
+        limit_label: the limit's legend entry.
+        title: the figure's title.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    steps, sharpness = np.asarray(steps), np.asarray(sharpness, np.float64)
+    fig = Figure(figsize=(6.4, 4.4), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    marker = "o" if len(steps) <= 60 else None
+    ax.plot(steps, sharpness, color="C0", lw=1.6, marker=marker, ms=3, label="sharpness λ_max")
+    if len(limit_steps):
+        ax.plot(limit_steps, limit, color="C3", ls="--", lw=1.5, label=limit_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=10)
+    last = f"last λ_max {sharpness[-1]:.4g}" if len(sharpness) else "no measurements"
+    if len(limit):
+        last += f", limit {np.asarray(limit)[-1]:.4g}"
+    head, size = fitted_title(title)
+    ax.set_title(f"{head}\n{last}", fontsize=size)
+    ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
+    ax.set_ylabel("top Hessian eigenvalue", fontsize=LABEL_SIZE)
     ax.tick_params(labelsize=TICK_SIZE)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")

@@ -286,6 +286,7 @@ def test_run_directory_files_table_and_best_run(cli):
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "config.yaml",
         "loss_curves.png",
+        "report.html",
         "runs",
         "sweep.csv",
         "sweep.json",
@@ -353,6 +354,7 @@ def test_default_run_dir_and_quiet(cli):
     assert run.name.startswith("linear_regression-sweep-")
     assert sorted(p.name for p in run.iterdir()) == [
         "config.yaml",
+        "report.html",
         "runs",
         "sweep.csv",
         "sweep.json",
@@ -461,6 +463,7 @@ def test_an_interrupt_or_a_failed_write_leaves_a_sweep_that_resumes(cli, monkeyp
     assert res.code == 0, res.err
     assert _listing(Path("sw")) == [
         "config.yaml",
+        "report.html",
         "runs",
         "sweep.csv",
         "sweep.json",
@@ -488,7 +491,13 @@ def test_an_interrupt_or_a_failed_write_leaves_a_sweep_that_resumes(cli, monkeyp
     res = cli(*args, "--resume")
     assert res.code == 0, res.err
     assert "done before the interruption" in res.err
-    assert _listing(Path("sw2")) == ["config.yaml", "runs", "sweep.csv", "sweep.json"]
+    assert _listing(Path("sw2")) == [
+        "config.yaml",
+        "report.html",
+        "runs",
+        "sweep.csv",
+        "sweep.json",
+    ]
 
 
 def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
@@ -511,7 +520,13 @@ def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
     monkeypatch.setattr(run_sweep._Groups, "train", others_start_meanwhile)
     res = cli("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw", "--no-plots", "-q")
     assert res.code == 0, res.err
-    assert _listing(Path("sw")) == ["config.yaml", "runs", "sweep.csv", "sweep.json"]  # lock gone
+    assert _listing(Path("sw")) == [
+        "config.yaml",
+        "report.html",
+        "runs",
+        "sweep.csv",
+        "sweep.json",
+    ]  # lock gone
     assert [r["seed"] for r in _rows(Path("sw"))] == ["0", "1"]
 
     # A default name that another process owns after this one chose it: the next one.
@@ -522,7 +537,13 @@ def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
         res = cli("sweep", LR, "seed=0", "train.steps=2", "--no-plots", "-q")
         assert res.code == 0, res.err
         assert _listing(Path("runs/a")) == [rundir.LOCK]  # the other's, untouched
-    assert _listing(Path("runs/b")) == ["config.yaml", "runs", "sweep.csv", "sweep.json"]
+    assert _listing(Path("runs/b")) == [
+        "config.yaml",
+        "report.html",
+        "runs",
+        "sweep.csv",
+        "sweep.json",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

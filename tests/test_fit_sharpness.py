@@ -133,3 +133,13 @@ def test_top_eigenpair_of_a_known_matrix():
 def test_sharpness_every_must_be_a_positive_int(bad):
     with pytest.raises((ValueError, TypeError), match="sharpness_every"):
         fit(mlp_loss, mlp_params(), (X, Y), optimizer=optax.sgd(0.1), steps=2, sharpness_every=bad)
+
+
+@pytest.mark.parametrize("n", [2, 30])
+def test_a_repeated_top_eigenvalue(n):
+    """Hessian 2 I (the standardised one-feature regression's): the Krylov space breaks down
+    after one product and Lanczos continues from fixed random directions (once drawn from the
+    start vector's own stream, which made them parallel to it: NaN)."""
+    loss = lambda p, b: jnp.mean(b) * jnp.sum(p**2)  # noqa: E731
+    result = fit(loss, np.ones(n), np.ones(4), optimizer=optax.sgd(0.1), steps=3, sharpness_every=1)
+    np.testing.assert_allclose(result.sharpness[:, 1], 2.0, rtol=1e-10)

@@ -202,12 +202,12 @@ def test_sigterm_stops_a_run_at_its_next_chunk_with_a_checkpoint(tmp_path):
     t0 = time.monotonic()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and time.monotonic() - t0 < 5.0, err
-    assert f"continue with: mlgrad train {out}/config.yaml --out {out} --resume" in err
+    assert f"continue with: mlgrad train {' '.join(long_run)} --out {out} --resume" in err
     step = max(all_steps(out / "checkpoints"))
     assert 0 < step < 2_000_000 and "Traceback" not in err
     logged = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(logged) == step  # the metrics are never behind the checkpoint
-    runs.prepare_run(out / "config.yaml", out, resume=True)  # and it resumes
+    runs.prepare_run(long_run[0], out, overrides=long_run[1:], resume=True)  # and it resumes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def test_train_and_evaluate_a_shrunk_config(tmp_path, cache_dir):
         "loss.png",
         "loss_surface.png",
         "metrics.jsonl",
+        "report.html",
         "run.json",
         "summary.json",
     ]

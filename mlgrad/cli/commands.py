@@ -16,14 +16,20 @@ def train(args: argparse.Namespace) -> int:
     """``mlgrad train``: validate, then train into a run directory."""
     from mlgrad.config import to_yaml
 
-    if args.resume and not args.out:
-        raise runs.UsageError("--resume needs --out DIR, the run directory to continue.")
+    if args.resume and args.auto_resume:
+        raise runs.UsageError("give --resume or --auto-resume, not both.")
+    if (args.resume or args.auto_resume) and not args.out:
+        flag = "--resume" if args.resume else "--auto-resume"
+        raise runs.UsageError(f"{flag} needs --out DIR, the run directory to continue.")
+    resume: bool | str = "auto" if args.auto_resume else args.resume
     runs.join_processes(
         args.coordinator, args.num_processes, args.process_id, timeout_s=args.join_timeout
     )
     primary = runs.runtime.is_primary()  # process 0 speaks and writes for the run
     console = runs.Console(quiet=args.quiet or not primary)
-    plan = runs.prepare_run(args.config, args.out, overrides=args.overrides, resume=args.resume)
+    plan = runs.prepare_run(args.config, args.out, overrides=args.overrides, resume=resume)
+    for warning in plan.warnings if primary else ():
+        console.warning(f"warning: {warning}")
     if args.dry_run:
         if primary:
             sys.stdout.write(to_yaml(plan.setup.cfg))

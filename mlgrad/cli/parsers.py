@@ -65,7 +65,8 @@ def train_parser() -> argparse.ArgumentParser:
         "  mlgrad train configs/linear_regression.yaml optimizer.learning_rate=0.05 "
         "train.steps=500\n"
         "  mlgrad train configs/linear_regression_multi.yaml data.features=[temp,price]\n"
-        "  mlgrad train configs/logistic.yaml --out runs/lr --resume train.steps=6000",
+        "  mlgrad train configs/logistic.yaml --out runs/lr --resume train.steps=6000\n"
+        "  mlgrad train configs/autoencoder.yaml --out runs/ae --auto-resume   # preemptible",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -91,6 +92,12 @@ def train_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the run in --out DIR from its latest checkpoint up to train.steps; "
         "any other change to the saved config is refused",
+    )
+    p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="start the run in --out DIR if DIR holds none, else continue it as --resume "
+        "does: one command for preemptible machines, run again after every preemption",
     )
     p.add_argument(
         "--dry-run",

@@ -28,7 +28,7 @@ runs that module's code, so name only modules you trust.
 """
 
 from mlgrad.config.errors import ConfigError, is_number
-from mlgrad.config.files import parse_override, read_config_file
+from mlgrad.config.files import keys_following, parse_override, read_config_file
 from mlgrad.config.load import config_diff, load_config, to_yaml, validate_config
 from mlgrad.config.models import build_model, model_config
 from mlgrad.config.optimizers import (
@@ -40,6 +40,7 @@ from mlgrad.config.optimizers import (
     optimizer_spec,
     schedule_length_warnings,
     schedule_names,
+    stability_limit,
 )
 from mlgrad.config.schema import DTYPES, MAX_SEED, MAX_STEPS, DataConfig, RunConfig, TrainConfig
 
@@ -55,6 +56,7 @@ __all__ = [
     "build_optimizer",
     "config_diff",
     "is_number",
+    "keys_following",
     "learning_rate",
     "learning_rate_key",
     "load_config",
@@ -66,6 +68,7 @@ __all__ = [
     "read_config_file",
     "schedule_length_warnings",
     "schedule_names",
+    "stability_limit",
     "to_yaml",
     "validate_config",
 ]

@@ -158,3 +158,25 @@ def _config_path(name_or_path: str | Path) -> Path:
         return registry.find_config(name_or_path)
     except registry.ConfigNotFoundError as e:
         raise ConfigError(str(e)) from None
+
+
+def keys_following(name_or_path: str | Path, key: str = "train.steps") -> list[str]:
+    """The dotted keys of a config file whose value interpolates ``key`` (``decay_steps:
+    ${train.steps}``): they change with it. A file that cannot be read has none.
+
+    Example:
+        >>> keys_following("autoencoder")
+        ['optimizer.learning_rate.decay_steps']
+    """
+
+    def walk(node: Any, prefix: str) -> list[str]:
+        if isinstance(node, dict):
+            return [k for name, v in node.items() for k in walk(v, f"{prefix}{name}.")]
+        if isinstance(node, list):
+            return [k for i, v in enumerate(node) for k in walk(v, f"{prefix}{i}.")]
+        return [prefix[:-1]] if isinstance(node, str) and f"${{{key}}}" in node else []
+
+    try:
+        return walk(_read_config_file(_config_path(name_or_path)), "")
+    except ConfigError:
+        return []

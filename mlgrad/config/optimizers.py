@@ -329,15 +329,15 @@ def _build_schedule(spec: Mapping, key: str, steps: int, dtype: str | None = Non
     fn = getattr(optax.schedules, name)
     kwargs = _check_kwargs(fn, spec, key, f"schedule {name}", steps, ("name",), dtype)
     warmup, total = kwargs.get("warmup_steps"), kwargs.get("decay_steps")
-    if name == "warmup_cosine_decay_schedule" and is_number(warmup) and is_number(total):
-        if total <= warmup:
-            raise ConfigError(
-                f"`{key}.decay_steps` ({total:g}) must be larger than `{key}.warmup_steps` "
-                f"({warmup:g}): the schedule's length counts its warm-up. When it follows the "
-                f"run (decay_steps: ${{train.steps}}), train more than {warmup:g} steps or "
-                f"shorten the warm-up ({key}.warmup_steps=...).",
-                _join(key, "decay_steps"),
-            )
+    warm = name == "warmup_cosine_decay_schedule"
+    if warm and is_number(warmup) and is_number(total) and total <= warmup:
+        raise ConfigError(
+            f"`{key}.decay_steps` ({total:g}) must be larger than `{key}.warmup_steps` "
+            f"({warmup:g}): the schedule's length counts its warm-up. When it follows the "
+            f"run (decay_steps: ${{train.steps}}), train more than {warmup:g} steps or "
+            f"shorten the warm-up ({key}.warmup_steps=...).",
+            _join(key, "decay_steps"),
+        )
     try:
         schedule = fn(**kwargs)
     except Exception as e:  # optax's own argument checks
@@ -800,3 +800,31 @@ def schedule_length_warnings(cfg: Mapping | DictConfig, steps: int) -> list[str]
             f"{effect}. Let the schedule follow the run ({follow}) or set its length."
         )
     return warnings
+
+
+def stability_limit(cfg: Mapping | DictConfig) -> tuple[float, str] | None:
+    r"""The stability limit of an optimizer section's update rule on a quadratic, as
+    ``(c, formula)`` with the limit :math:`c/\eta` for the learning rate :math:`\eta`: the
+    largest Hessian eigenvalue the rule can take without diverging (Cohen et al. 2021).
+
+    * ``sgd``: :math:`2/\eta`; heavy-ball momentum :math:`\beta`: :math:`2(1+\beta)/\eta`;
+      Nesterov: :math:`2(1+\beta)/((1+2\beta)\eta)`.
+    * Any other rule (Adam's limit applies to its preconditioned sharpness, which ``mlgrad
+      curvature`` computes), or a chain: None.
+
+    Example:
+        >>> stability_limit({"name": "sgd", "learning_rate": 0.1, "momentum": 0.9})
+        (3.8, '2(1+β)/η')
+        >>> stability_limit({"name": "adam", "learning_rate": 0.1}) is None
+        True
+    """
+    if isinstance(cfg, DictConfig):
+        cfg = to_dict(cfg, resolve=True)
+    if cfg.get("name") != "sgd":
+        return None
+    beta = cfg.get("momentum") or 0.0
+    if not is_number(beta) or beta == 0:
+        return 2.0, "2/η"
+    if cfg.get("nesterov"):
+        return 2 * (1 + beta) / (1 + 2 * beta), "2(1+β)/((1+2β)η)"
+    return 2 * (1 + beta), "2(1+β)/η"

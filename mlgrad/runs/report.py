@@ -49,8 +49,9 @@ _CHECK_IMAGES = (
 )
 
 
-def write_report(directory: Path) -> Path:
-    """Writes ``report.html`` into a run or sweep directory (atomically) and returns its path.
+def write_report(directory: Path, summary: dict | None = None) -> Path:
+    """Writes ``report.html`` into a run or sweep directory (atomically) and returns its path;
+    ``summary`` stands for the run's ``summary.json`` when given.
 
     Example:
       >>> import tempfile
@@ -61,15 +62,16 @@ def write_report(directory: Path) -> Path:
     """
     directory = Path(directory)
     is_sweep = (directory / "sweep.json").is_file()
-    page = sweep_page(directory) if is_sweep else run_page(directory)
+    page = sweep_page(directory) if is_sweep else run_page(directory, summary)
     path = directory / "report.html"
     rundir.write_atomic(path, page)
     return path
 
 
-def run_page(run_dir: Path) -> str:
-    """The HTML of a run directory's report."""
-    summary = _json(run_dir / "summary.json")
+def run_page(run_dir: Path, summary: dict | None = None) -> str:
+    """The HTML of a run directory's report; ``summary`` instead of its ``summary.json``
+    (a diverged run has none)."""
+    summary = _json(run_dir / "summary.json") if summary is None else summary
     name = str(summary.get("name", run_dir.name))
     parts = [_heading(f"mlgrad run: {name}", _run_subtitle(summary))]
     diverged = summary.get("diverged")
@@ -91,9 +93,10 @@ def run_page(run_dir: Path) -> str:
     return _page(f"mlgrad: {name}", parts)
 
 
-def sweep_page(sweep_dir: Path) -> str:
-    """The HTML of a sweep directory's report: its runs, loss curves, config, provenance."""
-    sweep = _json(sweep_dir / "sweep.json")
+def sweep_page(sweep_dir: Path, sweep: dict | None = None) -> str:
+    """The HTML of a sweep directory's report: its runs, loss curves, config, provenance;
+    ``sweep`` instead of its ``sweep.json`` (written after the report)."""
+    sweep = _json(sweep_dir / "sweep.json") if sweep is None else sweep
     name = str(sweep.get("name", sweep_dir.name))
     best = sweep.get("best_run")
     rows = []

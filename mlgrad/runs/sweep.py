@@ -57,6 +57,7 @@ from mlgrad.config import is_number, optimizer_label
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
 from mlgrad.runs.errors import Interrupted, RunError, out_of_memory_is_a_run_error
+from mlgrad.runs.provenance import provenance
 from mlgrad.runs.setup import as_batch, metrics_program, precision
 from mlgrad.runs.stops import StopRequest, stop_requests
 from mlgrad.runs.sweep_plan import Group, Run, SweepPlan, prepare_sweep, shape_axes
@@ -103,6 +104,7 @@ def train_sweep(
     """
     console = console or Console()
     t0 = time.perf_counter()
+    origin = provenance()  # the versions and the tree as the sweep starts
     name = f"{plan.base.name}-sweep" if plan.default_dir else None
     plan.run_dir, lock, created = rundir.claim(
         plan.run_dir, what="mlgrad sweep", default_name=name, resume=plan.resume
@@ -121,6 +123,7 @@ def train_sweep(
             outcomes, groups, devices = _Groups(plan, progress, stop, console).train()
         report = SweepReport(plan, outcomes, groups, devices)
         report.wall_time_s = round(time.perf_counter() - t0, 3)
+        report.provenance = origin
         write_sweep(report, plots=plots, console=console)
         progress.remove()
         return report

@@ -19,6 +19,7 @@ from mlgrad.config import is_number, learning_rate_key, optimizer_label
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
 from mlgrad.runs.errors import RunError
+from mlgrad.runs.report import sweep_page
 from mlgrad.runs.sweep_plan import SEED, Axis, Run, SweepPlan, _plain, is_lr, shape_axes
 from mlgrad.runs.text import lr_text, table_text
 
@@ -114,6 +115,7 @@ class SweepReport:
         groups: for each group: its runs, swept values, how it was compiled, its wall time.
         devices: the devices the runs trained on.
         wall_time_s: the whole sweep's time.
+        provenance: versions, devices, command line, git commit (:mod:`~mlgrad.runs.provenance`).
     """
 
     plan: SweepPlan
@@ -121,6 +123,7 @@ class SweepReport:
     groups: list[dict]
     devices: list[Any]
     wall_time_s: float = 0.0
+    provenance: dict | None = None
 
     @property
     def metric(self) -> str:
@@ -179,6 +182,7 @@ class SweepReport:
             "wall_time_s": self.wall_time_s,
             "run_dir": str(plan.run_dir),
             "finished_utc": rundir.utc_stamp(),
+            "provenance": self.provenance,
         }
 
     def text(self) -> str:
@@ -236,6 +240,8 @@ def write_sweep(report: SweepReport, *, plots: bool = True, console: Console | N
         if plots:
             written.append(run_dir / "loss_curves.png")
             _plot(run_dir / "loss_curves.png", report, console or Console())
+        written.append(run_dir / "report.html")  # before sweep.json: it marks the end
+        rundir.write_atomic(run_dir / "report.html", sweep_page(run_dir, report.summary()))
         written.append(run_dir / "sweep.json")
         rundir.write_atomic(run_dir / "sweep.json", rundir.to_json(report.summary()))
     except BaseException as e:

@@ -59,6 +59,7 @@ from mlgrad.runs.errors import Interrupted, RunError, UsageError, out_of_memory_
 from mlgrad.runs.event_log import EventLog, event_files
 from mlgrad.runs.metrics_log import MetricsLog
 from mlgrad.runs.provenance import provenance
+from mlgrad.runs.report import write_report
 from mlgrad.runs.setup import (
     Setup,
     as_batch,
@@ -85,6 +86,9 @@ class RunPlan:
     run_dir: Path
     resume: bool = False
     default_dir: bool = False  # a default name: it may move on to a free one
+    command: tuple[str, ...] = ()  # CONFIG and the overrides as given (the resume hint)
+    auto: bool = False  # --auto-resume: the same command starts and continues the run
+    warnings: tuple[str, ...] = ()  # what the config does that it may not mean
 
 
 def train_and_evaluate(
@@ -130,16 +134,22 @@ def prepare_run(
     workdir: str | Path | None = None,
     *,
     overrides: Sequence[str] = (),
-    resume: bool = False,
+    resume: bool | str = False,
 ) -> RunPlan:
     """Validates everything a run needs (config, data, model, devices, the run directory and,
     with ``resume``, that the saved run can be continued), writing nothing: ``--dry-run``.
+
+    ``resume="auto"`` (``--auto-resume``) resumes when ``workdir`` holds a run (its
+    ``config.yaml``) and starts one otherwise.
 
     Raises:
         ConfigError, DataError, UsageError: naming what is wrong.
     """
     if resume and workdir is None:
         raise UsageError("--resume needs --out DIR, the run directory to continue.")
+    auto = resume == "auto"
+    if auto:
+        resume = workdir is not None and (Path(workdir) / "config.yaml").is_file()
     setup = prepare(config, overrides)
     if workdir is None:  # several processes agree on process 0's timestamp
         run_dir = Path(runtime.agree(str(rundir.default_run_dir(setup.cfg.name))))
@@ -154,7 +164,19 @@ def prepare_run(
         rundir.check_empty(
             run_dir, advice="Pass --resume to continue the run in it, or choose another --out."
         )
-    return RunPlan(setup, run_dir, resume, default_dir=workdir is None)
+    command = tuple(str(x) for x in (config, *overrides)) if isinstance(config, str | Path) else ()
+    from mlgrad.config import schedule_length_warnings
+
+    warnings = schedule_length_warnings(setup.cfg.optimizer, setup.cfg.train.steps)
+    return RunPlan(
+        setup,
+        run_dir,
+        bool(resume),
+        default_dir=workdir is None,
+        command=command,
+        auto=auto,
+        warnings=tuple(warnings),
+    )
 
 
 def check_resumable(setup: Setup, run_dir: Path) -> None:
@@ -193,6 +215,7 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
         if k not in RESUMABLE_CHANGES  # a key added to the schema since is at its default:
         and not (k not in flat_saved and k in defaults and flat_now.get(k) == defaults[k])
     ]
+    _refuse_moving_schedules(setup, differ, flat_saved, flat_now, run_dir)
     if differ:
         changes = "; ".join(
             f"`{k}` was {_short(flat_saved.get(k))}, now {_short(flat_now.get(k))}" for k in differ
@@ -204,6 +227,27 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
         )
     _check_same_data(setup, run_dir)
     _check_something_to_resume(run_dir)
+
+
+def _refuse_moving_schedules(
+    setup: Setup, differ: list[str], saved: dict, now: dict, run_dir: Path
+) -> None:
+    """Refuses to extend a run whose schedule follows train.steps: the schedule of the steps
+    already taken would change. Says how to pin it."""
+    from mlgrad.config import keys_following
+
+    following = keys_following(setup.source) if setup.source else []
+    moved = [k for k in following if k in differ]
+    if not moved or saved.get("train.steps") == now.get("train.steps"):
+        return
+    pins = " ".join(f"{k}={saved.get(k)}" for k in moved)
+    raise UsageError(
+        f"--resume: `{moved[0]}` follows train.steps (${{train.steps}} in {setup.source}), so "
+        f"train.steps={now.get('train.steps')} would change the schedule the run has been "
+        f"training with ({moved[0]} was {saved.get(moved[0])}, now {now.get(moved[0])}). "
+        "To continue with the schedule as it was, pin it: add "
+        f"{pins} to the command; to train the longer schedule, start a new run (another --out)."
+    )
 
 
 #: Written when a run starts: what the run was trained on (the data's fingerprint).
@@ -277,10 +321,9 @@ def train_run(
         ):
             return _Training(plan, console or Console()).run(plots=plots)
     except Interrupted as e:
-        saved = plan.run_dir / "config.yaml"
         raise Interrupted(
-            f"interrupted at step {e.step}; the checkpoint is saved, continue with: mlgrad train "
-            f"{shlex.quote(str(saved))} --out {shlex.quote(str(plan.run_dir))} --resume",
+            f"interrupted at step {e.step}; the checkpoint is saved, continue with: "
+            f"{resume_command(plan)}",
             e.signum,
             e.step,
         ) from None
@@ -289,6 +332,16 @@ def train_run(
             lock.release()
         if created:
             rundir.remove_if_empty(plan.run_dir)  # a run that failed before writing anything
+
+
+def resume_command(plan: RunPlan) -> str:
+    """The command that continues the run: the one given (CONFIG and its overrides), with
+    ``--out DIR`` and ``--resume`` (or ``--auto-resume`` when it was given); for a config
+    built in Python, the run directory's own ``config.yaml``."""
+    out = shlex.quote(str(plan.run_dir))
+    flag = "--auto-resume" if plan.auto else "--resume"
+    words = plan.command or (str(plan.run_dir / "config.yaml"),)
+    return f"mlgrad train {shlex.join(words)} --out {out} {flag}"
 
 
 def _claim(plan: RunPlan) -> tuple[rundir.RunDirLock | None, bool]:
@@ -333,6 +386,7 @@ class _Training:
         self.provenance = provenance() if self.primary else None  # the tree as the run starts
 
     def run(self, *, plots: bool) -> dict[str, Any] | None:
+        self.plots = plots
         try:
             state0 = self._initial_state()
             state, start = self._restore(state0)
@@ -483,6 +537,7 @@ class _Training:
             learning_rate=self._recorded_learning_rate(),
             has_aux=setup.model.has_aux,
             with_key=setup.model.with_key,
+            sharpness_every=train_cfg.sharpness_every,
         )
 
     def _recorded_learning_rate(self) -> Any:
@@ -515,6 +570,7 @@ class _Training:
         """``fit``'s callback: log the chunk's losses (and validation metrics), flush the
         metrics, then checkpoint, so after a crash the metrics are never behind a checkpoint."""
         import jax
+        import numpy as np
 
         train_cfg, log = self.cfg.train, self.log
         steps = train_cfg.steps
@@ -527,8 +583,11 @@ class _Training:
             first = step - len(losses) + 1
             rate = len(losses) / max(time.perf_counter() - chunk_start[0], 1e-9)
             lr, grad_norm = records.step_metrics["lr"], records.step_metrics["grad_norm"]
+            sharpness = records.step_metrics.get("sharpness")
             for i, loss in enumerate(losses):
                 k = first + i
+                if sharpness is not None and np.isfinite(sharpness[i]):  # measured before k
+                    log.record(k, train_loss=loss, sharpness=sharpness[i])
                 if k % train_cfg.log_every == 0 or k == steps or k == 1:
                     aux = {f"aux/{name}": v[i] for name, v in records.aux.items()}
                     log.record(
@@ -578,11 +637,32 @@ class _Training:
         loss = float(e.history[-1]) if len(e.history) else float("nan")
         lr, key = learning_rate(self.cfg.optimizer), learning_rate_key(self.cfg.optimizer)
         hint = f" e.g. optimizer.{key}={lr / 10:g}" if isinstance(lr, int | float) else ""
-        return RunError(
+        message = (
             f"training diverged at step {e.step}: the loss became {loss:g} (or the update "
             f"non-finite). The last good state (step {int(good.step)}) is saved in "
             f"{self.ckpt_dir}. Try a smaller learning rate{hint}."
         )
+        if self.primary:
+            self._diverged_figures(e.step, int(good.step), message)
+        return RunError(message)
+
+    def _diverged_figures(self, step: int, good: int, message: str) -> None:
+        """A diverged run still teaches: loss.png (the divergence marked) and report.html;
+        a figure that cannot be written never hides the divergence."""
+        summary = {
+            "name": self.cfg.name,
+            "config": self.setup.source,
+            "steps": good,
+            "diverged": {"step": step, "message": message},
+            "data": self.setup.data.source,
+            "provenance": self.provenance,
+        }
+        try:
+            if self.plots:
+                self._loss_figure(diverged_at=step)
+            write_report(self.run_dir, summary)
+        except Exception as e:
+            self.console.warning(f"warning: the diverged run's figures failed ({e})")
 
     # -- after training -------------------------------------------------------------------
 
@@ -598,6 +678,7 @@ class _Training:
             self.log.flush(force=True)
             rundir.write_atomic(self.run_dir / "summary.json", rundir.to_json(summary))
             figures = self._plots(params, result) if plots else []
+            write_report(self.run_dir)
         except OSError as e:
             raise RunError(f"writing the run directory {self.run_dir} failed: {e}") from None
         if figures:
@@ -624,27 +705,12 @@ class _Training:
         }
 
     def _plots(self, params: Any, result: Any) -> list[Path]:
-        """loss.png and the model's own figures; a model's plotting bug is only a warning."""
-        from mlgrad import plots
-        from mlgrad.config import optimizer_label
-
-        cfg, setup = self.cfg, self.setup
-        train_steps, train_losses = self.log.curve("train_loss")
-        val_steps, val_losses = self.log.curve("val_loss")
-        batch = cfg.train.batch_size
-        figures = [
-            plots.loss_curve(
-                self.run_dir / "loss.png",
-                train_steps,
-                train_losses,
-                val_steps,
-                val_losses,
-                title=f"Loss curve: {cfg.name} ({optimizer_label(cfg.optimizer)}, "
-                f"{_lr_text(cfg.optimizer)})",
-                loss_label=getattr(setup.module, "LOSS_LABEL", "loss"),
-                minibatch=batch is not None and batch < len(setup.data.x_train),
-            )
-        ]
+        """loss.png, sharpness.png (with ``train.sharpness_every``) and the model's own
+        figures; a model's plotting bug is only a warning."""
+        setup = self.setup
+        figures = [self._loss_figure()]
+        if self.cfg.train.sharpness_every:
+            figures.append(self._sharpness_figure())
         try:
             figures += list(setup.model.plots(params, setup.data, result, self.run_dir))
         except OSError:
@@ -652,6 +718,51 @@ class _Training:
         except Exception as e:  # a figure must not lose a finished run
             self.console.info(f"warning: the model's plots failed ({type(e).__name__}: {e})")
         return [Path(f) for f in figures]
+
+    def _title(self, what: str) -> str:
+        from mlgrad.config import optimizer_label
+
+        cfg = self.cfg
+        return f"{what}: {cfg.name} ({optimizer_label(cfg.optimizer)}, {_lr_text(cfg.optimizer)})"
+
+    def _loss_figure(self, diverged_at: int | None = None) -> Path:
+        from mlgrad import plots
+
+        batch = self.cfg.train.batch_size
+        return plots.loss_curve(
+            self.run_dir / "loss.png",
+            *self.log.curve("train_loss"),
+            *self.log.curve("val_loss"),
+            title=self._title("Loss curve"),
+            loss_label=getattr(self.setup.module, "LOSS_LABEL", "loss"),
+            minibatch=batch is not None and batch < len(self.setup.data.x_train),
+            diverged_at=diverged_at,
+        )
+
+    def _sharpness_figure(self) -> Path:
+        """The logged sharpness beside the optimizer's stability limit at the logged rates."""
+        import numpy as np
+
+        from mlgrad import plots
+        from mlgrad.config import stability_limit
+
+        steps, values = self.log.curve("sharpness")
+        limit = stability_limit(self.cfg.optimizer)
+        lr_steps, lrs = self.log.curve("lr")
+        limit_steps: list[int] = []
+        limits, label = np.zeros(0), ""
+        if limit is not None and lr_steps:
+            factor, label = limit
+            limit_steps, limits = lr_steps, factor / np.asarray(lrs, np.float64)
+        return plots.sharpness_curve(
+            self.run_dir / "sharpness.png",
+            steps,
+            values,
+            limit_steps,
+            limits,
+            limit_label=f"stability limit {label}",
+            title=self._title("Sharpness"),
+        )
 
 
 def _lr_text(optimizer: Any) -> str:

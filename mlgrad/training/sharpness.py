@@ -29,16 +29,22 @@ from mlgrad.curvature._lanczos import krylov_cycle
 #: at the ends of the spectrum.
 LANCZOS_STEPS = 10
 
-# The random directions a Lanczos cycle takes after a breakdown (the loss is a quadratic of
-# rank below the steps): fixed, so that a run's sharpness is a function of its parameters.
-_FILL_SEED = 7
+# The first start vector, and the random directions a Lanczos cycle takes after a breakdown
+# (an invariant Krylov space: 2 I after one step): fixed, so that a run's sharpness is a
+# function of its parameters, and drawn from two streams (a direction that repeats the start
+# vector would be in the basis already).
+_SEED, _START, _FILL = 7, 0, 1
+
+
+def _key(stream: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.PRNGKey(_SEED), stream)
 
 
 def initial_vector(params: Any) -> jax.Array:
     """The start vector of the first measurement: a fixed random unit vector of the size of
     ``params`` (flattened), so that every run's measurements are reproducible."""
     flat, _ = ravel_pytree(params)
-    v = jax.random.normal(jax.random.PRNGKey(_FILL_SEED), flat.shape, flat.dtype)
+    v = jax.random.normal(_key(_START), flat.shape, flat.dtype)
     return v / jnp.linalg.norm(v)
 
 
@@ -64,7 +70,7 @@ def top_eigenpair(
         return jax.jvp(gradient, (flat,), (rows[0],))[1][None]
 
     m = min(steps, flat.size)
-    fill = jax.random.normal(jax.random.PRNGKey(_FILL_SEED), (m, flat.size), flat.dtype)
+    fill = jax.random.normal(_key(_FILL), (m, flat.size), flat.dtype)
     start = start.astype(flat.dtype)
     start = start / jnp.linalg.norm(start)
     cycle = krylov_cycle(hvp, start[None], m, fill, jnp.zeros((), flat.dtype))
