@@ -301,13 +301,33 @@ def test_a_stopped_sweep_resumes_bit_identically(tmp_path, sweep_reference):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_at", ["sweep_chunk:1", "sweep_chunk:2", "write:2"])
+@pytest.mark.parametrize(
+    "kill_at",
+    # in the first group's chunks, after its progress, while writing the results (the third
+    # write and later: the runs' logs, the report, sweep.json), and at random moments
+    ["sweep_chunk:1", "sweep_chunk:2", "sweep_chunk:3", "write:2", "write:4", "write:7"]
+    + [f"after:{random.Random(7 + i).uniform(2.0, 4.0):.2f}" for i in range(3)],
+)
 def test_a_sweep_killed_mid_group_resumes_bit_identically(kill_at, tmp_path, sweep_reference):
     out = tmp_path / "sw"
-    proc = _spawn_sweep(out, STEPS, kill_at)
+    at = None if kill_at.startswith("after:") else kill_at
+    proc = _spawn_sweep(out, STEPS, at)
+    if at is None:
+        try:
+            proc.wait(float(kill_at.split(":")[1]))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == -signal.SIGKILL, err  # the hook fired
-    assert _resume_sweep(out) == 0
+    if at is not None:
+        assert proc.returncode == -signal.SIGKILL, err  # the hook fired
+    assert "Traceback" not in err
+    if proc.returncode == 0:  # a random kill that came after the end: nothing to resume
+        assert _sweep_rows(out) == sweep_reference
+        return
+    if not (out / "progress" / "plan.json").is_file():  # killed before it began: start again
+        assert main(["sweep", *SWEEP, STEPS, "--out", str(out), "--no-plots", "-q"]) == 0
+    else:
+        assert _resume_sweep(out) == 0
     assert _sweep_rows(out) == sweep_reference
     assert not list(out.rglob("*tmp*")) and not (out / "progress").exists()
 
