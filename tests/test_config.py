@@ -58,6 +58,7 @@ def test_shipped_configs_are_listed():
     assert SHIPPED == [
         "autoencoder.yaml",
         "autoencoder_linear.yaml",
+        "edge_of_stability.yaml",
         "linear_regression.yaml",
         "linear_regression_multi.yaml",
         "logistic.yaml",

@@ -60,3 +60,17 @@ def test_a_sweep_writes_its_report_and_provenance(cli, cache_dir):
 def test_sharpness_every_is_checked(cli, bad):
     res = cli("train", "linear_regression", f"train.sharpness_every={bad}", "--dry-run")
     assert res.code == 2 and "train.sharpness_every" in res.err
+
+
+@pytest.mark.slow
+def test_the_edge_of_stability_config_shows_sharpness_rising_to_two_over_eta(cli, cache_dir):
+    """configs/edge_of_stability.yaml (gradient descent, eta = 2): the sharpness starts far
+    below 2/eta = 1 and ends within 10% of it (Cohen et al. 2021's picture)."""
+    res = cli("train", "edge_of_stability", "--out", "eos", "-q")
+    assert res.code == 0, res.err
+    values = [
+        r["sharpness"] for r in MetricsLog.read(Path("eos/metrics.jsonl")) if "sharpness" in r
+    ]
+    assert len(values) == 30 and values[0] < 0.2
+    assert all(abs(v - 1.0) < 0.1 for v in values[-10:])
+    assert Path("eos/sharpness.png").is_file()
