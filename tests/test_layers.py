@@ -25,6 +25,8 @@ LAYERS = [
             "mlgrad.data",
             "mlgrad.plots",
             "mlgrad.draw",
+            "mlgrad.curvature_report",
+            "mlgrad.curvature_plots",
             "mlgrad.models",
             "mlgrad.configs",
         ),

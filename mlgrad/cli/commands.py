@@ -188,5 +188,65 @@ def _picture(
     return pictures.linearization(f, point[0], x, **common)
 
 
+def curvature(args: argparse.Namespace) -> int:
+    """``mlgrad curvature``: the Hessian of a finished run's training loss, written as
+    curvature.json and two figures; prints the findings."""
+    options: dict[str, Any] = {"out": args.out, "k": args.k}
+    if args.flat_tol is not None:
+        options["rtol"] = args.flat_tol
+    report = runs.curvature(args.run_dir, **options)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for line in curvature_lines(report):
+        print(line)
+    return 0
+
+
+def curvature_lines(report: dict[str, Any]) -> list[str]:
+    """The summary ``mlgrad curvature`` prints: one line per finding."""
+    eig, stab, params = report["eigenvalues"], report["stability"], report["parameters"]
+    kappa = report["condition_number"]
+    out_dir = Path(report["figures"][0]).parent
+    rows = [
+        ("parameters", f"{params['count']}: {params['what']}"),
+        ("method", report["method"]["text"]),
+        ("largest", ", ".join(f"{v:.6g}" for v in eig["largest"])),
+        ("smallest", ", ".join(f"{v:.6g}" for v in eig["smallest"])),
+        ("verdict", report["verdict"]),
+        ("condition", "undefined (not a cup)" if kappa is None else f"{kappa:.6g}"),
+        ("stability", stab["text"]),
+        *_closed_form_row(report),
+        (
+            "wrote",
+            f"curvature.json, {', '.join(Path(f).name for f in report['figures'])} "
+            f"-> {out_dir} ({report['seconds']:.1f} s)",
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    head = (
+        f"{report['run_dir']}: step {report['step']} of {report['steps']}; the Hessian of "
+        f"the training loss in {report['computed_in']}"
+    )
+    return [head, *(f"  {k:<{width}}  {v}" for k, v in rows)]
+
+
+def _closed_form_row(report: dict[str, Any]) -> list[tuple[str, str]]:
+    closed = report.get("closed_form")
+    if not closed:
+        return []
+    diff = closed["max_abs_difference_hessian"]
+    return [
+        ("2 Z^T Z / n", f"the closed form matches the Hessian to {diff:.2g} (max |difference|)")
+    ]
+
+
 #: The function of each command.
-COMMANDS = {"train": train, "eval": evaluate, "sweep": sweep, "configs": configs, "draw": draw}
+COMMANDS = {
+    "train": train,
+    "eval": evaluate,
+    "sweep": sweep,
+    "configs": configs,
+    "draw": draw,
+    "curvature": curvature,
+}

@@ -7,7 +7,7 @@ import argparse
 import difflib
 import math
 
-COMMANDS = ("train", "eval", "sweep", "configs", "draw")
+COMMANDS = ("train", "eval", "sweep", "configs", "draw", "curvature")
 #: The pictures of ``mlgrad draw`` (mlgrad.draw's functions of the same names).
 DRAW_NAMES = ("secants", "taylor", "linearization", "surface", "graph")
 
@@ -51,6 +51,11 @@ def main_parser() -> argparse.ArgumentParser:
         "draw",
         help="draw a picture of the lecture notes from the real derivatives (secants, "
         "Taylor polynomials, a saddle, the backpropagation graph)",
+    )
+    sub.add_parser(
+        "curvature",
+        help="is the trained model at the bottom of a cup? The Hessian of a finished run's "
+        "training loss: eigenvalues, verdict, condition number, stability limit, figures",
     )
     return parser
 
@@ -149,6 +154,76 @@ def eval_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by mlgrad train")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    return p
+
+
+def _positive_float(text: str) -> float:
+    """A number > 0 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number > 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (an argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= 1")
+    return value
+
+
+def curvature_parser() -> argparse.ArgumentParser:
+    """The options of ``mlgrad curvature``."""
+    p = argparse.ArgumentParser(
+        prog="mlgrad curvature",
+        description="Is the trained model at the bottom of a cup? Loads a finished run's "
+        "latest checkpoint and computes, in float64, the Hessian of the training loss over "
+        "the parameters the model trains (for the regression models: the intercept and the "
+        "weights of the standardised features, whose Hessian is 2 Z^T Z / n): its top and "
+        "bottom eigenvalues (all of them up to 2000 parameters, else by Lanczos), the verdict "
+        "(cup, upside-down cup, saddle, or flat within a tolerance relative to max|λ|), the "
+        "condition number, the stability limit of the run's optimizer at the checkpoint's "
+        "learning rate (2/η for gradient descent, 2(1+β)/η with momentum β, Nesterov's, and "
+        "Adam's preconditioned sharpness against 2(1+β1)/((1-β1)η)) and where the run stands "
+        "against it, the spectral density, and the loss landscape along the top eigenvectors "
+        "and filter-normalised random directions. Writes curvature.json, "
+        "curvature_spectrum.png and curvature_landscape.png into RUN_DIR (or --out DIR), each "
+        "whole or not at all. Exit codes: 0 written, 2 a missing or unfinished run or another "
+        "usage error (nothing written).",
+        epilog="Examples:\n"
+        "  mlgrad train configs/linear_regression.yaml --out runs/lr\n"
+        "  mlgrad curvature runs/lr\n"
+        "  mlgrad curvature runs/ae --out figures/ae --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory that mlgrad train finished")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write the files into DIR instead of RUN_DIR (created if missing)",
+    )
+    p.add_argument(
+        "--flat-tol",
+        metavar="RTOL",
+        type=_positive_float,
+        default=None,
+        help="eigenvalues within RTOL x max|λ| of zero count as flat (default 1e-5)",
+    )
+    p.add_argument(
+        "-k",
+        metavar="K",
+        type=_positive_int,
+        default=5,
+        help="how many eigenvalues from each end to report (default 5)",
+    )
+    p.add_argument("--json", action="store_true", help="print curvature.json instead of a summary")
     return p
 
 
@@ -357,5 +432,6 @@ def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
         "sweep": sweep_parser,
         "configs": configs_parser,
         "draw": draw_parser,
+        "curvature": curvature_parser,
     }[command]()
     return command, parser.parse_intermixed_args(argv[1:])

@@ -4,6 +4,8 @@ exactly as the ``mlgrad`` command does (the CLI only parses its arguments and ca
 * :func:`train_and_evaluate` (``mlgrad train``): :func:`prepare_run` validates everything
   and writes nothing (``--dry-run``), :func:`train_run` trains and writes the run directory;
 * :func:`evaluate` (``mlgrad eval``): the metrics of a saved run;
+* :func:`curvature` (``mlgrad curvature``): is the trained model at the bottom of a cup? The
+  Hessian's eigenvalues, verdict, condition number and stability limit, with figures;
 * :func:`sweep_and_evaluate` (``mlgrad sweep``): :func:`prepare_sweep`, then
   :func:`train_sweep`;
 * :func:`join_processes`: join the other processes of a multi-process run first.
@@ -22,6 +24,7 @@ Example:
 """
 
 from mlgrad.runs.console import Console
+from mlgrad.runs.curvature import curvature
 from mlgrad.runs.errors import Interrupted, RunError, UsageError
 from mlgrad.runs.evaluate import evaluate, restore_latest
 from mlgrad.runs.runtime import compilation_cache, join_processes
@@ -41,6 +44,7 @@ __all__ = [
     "SweepReport",
     "UsageError",
     "compilation_cache",
+    "curvature",
     "evaluate",
     "initial_state",
     "join_processes",
