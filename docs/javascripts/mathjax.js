@@ -11,10 +11,3 @@ window.MathJax = {
     processHtmlClass: "arithmatex",
   },
 };
-
-document$.subscribe(() => {
-  MathJax.startup.output.clearCache();
-  MathJax.typesetClear();
-  MathJax.texReset();
-  MathJax.typesetPromise();
-});
