@@ -14,7 +14,8 @@
    entries (``<!-- readme-section: HEADING | mlgrad.draw -->`` looks names up in
    ``mlgrad.draw`` before ``mlgrad``).
 3. **The command line's help.** ``<!-- cli-help: train -->`` is replaced by the text of
-   ``mlgrad train --help`` (from ``mlgrad.cli.parsers``, which imports no JAX).
+   ``mlgrad train --help`` (from ``mlgrad.cli.parsers``, which imports no JAX), and
+   ``<!-- cli-help: all -->`` by every command's.
 """
 
 from __future__ import annotations
@@ -216,7 +217,14 @@ def link_tables(markdown: str, scopes: list[str]) -> str:
 
 
 def cli_help(command: str) -> str:
+    """``mlgrad COMMAND --help`` as a code block; for ``all``, the top-level help and then a
+    section for each command (``mlgrad.cli.parsers.COMMANDS``, so a new one appears)."""
     from mlgrad.cli import parsers
+
+    if command == "all":
+        sections = [cli_help("mlgrad")]
+        sections += [f"### mlgrad {name}\n\n{cli_help(name)}" for name in parsers.COMMANDS]
+        return "\n".join(sections)
 
     columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "96"
