@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,12 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def hooks() -> Any:
+def hooks() -> Iterator[Any]:
+    """docs/hooks.py; it imports the repository's models/ as ``models`` (the tutorials document
+    it), which is undone afterwards so that no later test in this process sees it."""
+    path, modules = list(sys.path), set(sys.modules)
     spec = importlib.util.spec_from_file_location("mlgrad_docs_hooks", ROOT / "docs" / "hooks.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    yield module
+    sys.path[:] = path
+    for name in set(sys.modules) - modules:
+        if name == "models" or name.startswith("models."):
+            del sys.modules[name]
 
 
 def test_every_public_name_is_documented(hooks: Any) -> None:
