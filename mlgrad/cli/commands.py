@@ -191,7 +191,7 @@ def _picture(
 def curvature(args: argparse.Namespace) -> int:
     """``mlgrad curvature``: the Hessian of a finished run's training loss, written as
     curvature.json and two figures; prints the findings."""
-    options: dict[str, Any] = {"out": args.out, "k": args.k}
+    options: dict[str, Any] = {"out": args.out, "k": args.k, "plots": not args.no_plots}
     if args.flat_tol is not None:
         options["rtol"] = args.flat_tol
     report = runs.curvature(args.run_dir, **options)
@@ -207,7 +207,8 @@ def curvature_lines(report: dict[str, Any]) -> list[str]:
     """The summary ``mlgrad curvature`` prints: one line per finding."""
     eig, stab, params = report["eigenvalues"], report["stability"], report["parameters"]
     kappa = report["condition_number"]
-    out_dir = Path(report["figures"][0]).parent
+    written = ["curvature.json", *(Path(f).name for f in report["figures"])]
+    out_dir = report["out_dir"]
     rows = [
         ("parameters", f"{params['count']}: {params['what']}"),
         ("method", report["method"]["text"]),
@@ -217,11 +218,7 @@ def curvature_lines(report: dict[str, Any]) -> list[str]:
         ("condition", "undefined (not a cup)" if kappa is None else f"{kappa:.6g}"),
         ("stability", stab["text"]),
         *_closed_form_row(report),
-        (
-            "wrote",
-            f"curvature.json, {', '.join(Path(f).name for f in report['figures'])} "
-            f"-> {out_dir} ({report['seconds']:.1f} s)",
-        ),
+        ("wrote", f"{', '.join(written)} -> {out_dir} ({report['seconds']:.1f} s)"),
     ]
     width = max(len(k) for k, _ in rows)
     head = (

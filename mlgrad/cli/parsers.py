@@ -224,6 +224,7 @@ def curvature_parser() -> argparse.ArgumentParser:
         help="how many eigenvalues from each end to report (default 5)",
     )
     p.add_argument("--json", action="store_true", help="print curvature.json instead of a summary")
+    p.add_argument("--no-plots", action="store_true", help="write curvature.json only")
     return p
 
 

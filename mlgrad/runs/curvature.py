@@ -47,6 +47,7 @@ def curvature(
     k: int = 5,
     seed: int = 0,
     dense_max: int | None = None,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """The curvature of a finished run's training loss at its latest checkpoint, written as
     ``curvature.json`` and two figures into the run directory (or ``out``).
@@ -65,6 +66,7 @@ def curvature(
         seed: the seed of the random directions (Lanczos starts, probes, landscape).
         dense_max: up to this many parameters the Hessian is built and diagonalised exactly
             (default :data:`mlgrad.curvature_report.DENSE_MAX`, 2000).
+        plots: write the two figures (False: ``curvature.json`` only, a second faster).
 
     Returns:
         What ``curvature.json`` holds (see the README's section "Is it a cup?").
@@ -96,9 +98,12 @@ def curvature(
         with precision(setup.cfg):
             state = restore_latest(setup, run_dir)
         wide = setup if setup.cfg.train.dtype == "float64" else _float64_setup(run_dir)
-        report, figures = _analyse(wide, state, rtol=rtol, k=k, seed=seed, dense_max=dense_max)
+        report, figures = _analyse(
+            wide, state, rtol=rtol, k=k, seed=seed, dense_max=dense_max, plots=plots
+        )
         report = {"run_dir": str(run_dir), **report}
-        report["figures"] = [str(out_dir / name) for name in FIGURES]
+        report["out_dir"] = str(out_dir)
+        report["figures"] = [str(out_dir / name) for name in figures]
         report["seconds"] = round(time.perf_counter() - t0, 2)
         _write(out_dir, figures, report)
     return report
@@ -132,8 +137,8 @@ def _write(out_dir: Path, figures: dict[str, bytes], report: dict[str, Any]) -> 
     """The figures, then ``curvature.json``, each atomically; an OSError is a UsageError."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name in FIGURES:
-            rundir.write_atomic(out_dir / name, figures[name])
+        for name, png in figures.items():
+            rundir.write_atomic(out_dir / name, png)
         rundir.write_atomic(out_dir / REPORT, rundir.to_json(report))
     except OSError as e:
         raise UsageError(
@@ -148,7 +153,14 @@ def _write(out_dir: Path, figures: dict[str, bytes], report: dict[str, Any]) -> 
 
 
 def _analyse(
-    setup: Setup, state: Any, *, rtol: float, k: int, seed: int, dense_max: int
+    setup: Setup,
+    state: Any,
+    *,
+    rtol: float,
+    k: int,
+    seed: int,
+    dense_max: int,
+    plots: bool = True,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Everything ``curvature.json`` and the figures hold (the run's ``setup`` in float64)."""
     import jax
@@ -208,6 +220,8 @@ def _analyse(
         },
         "landscape": _landscape_record(views),
     }
+    if not plots:
+        return report, {}
     figures = _figures(setup, spectrum, reading, limit, stand, stability, views, float(value))
     return report, figures
 
