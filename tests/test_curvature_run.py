@@ -336,7 +336,10 @@ def test_bad_options_exit_2(cli, tmp_path):
 @pytest.mark.slow  # about a minute: the autoencoder's 18,760 parameters go through Lanczos
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_config_gets_its_files(cli, runs_dir, name):
-    run = _train(runs_dir / f"shipped-{name}", name, "train.steps=50", "train.eval_every=50")
+    warmup = ["optimizer.learning_rate.warmup_steps=10"] if name == "autoencoder" else []
+    run = _train(
+        runs_dir / f"shipped-{name}", name, "train.steps=50", "train.eval_every=50", *warmup
+    )
     res = cli("curvature", run)
     assert res.code == 0, res.err
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("curvature")) == WRITTEN
