@@ -7,6 +7,7 @@ exceptions to exit codes and one ``error:`` paragraph. Nothing else lives here.
     mlgrad eval RUN_DIR [--json]
     mlgrad sweep CONFIG [key=v1,v2,... ...] [--out DIR] [--dry-run] [--quiet]
     mlgrad draw NAME [--function EXPR] [--at X[,Y]] [options] --out FILE
+    mlgrad curvature RUN_DIR [--out DIR] [--flat-tol RTOL] [-k K] [--json] [--no-plots]
 
 Exit codes: 0 success; 2 a usage, config or data error (reported before anything is written);
 1 a failure during training (divergence, a disk error); 130 interrupted.
@@ -31,6 +32,7 @@ _INTERRUPTED = {
     "sweep": "interrupted before the sweep started training; nothing was written",
     "draw": "interrupted; nothing was written",
     "configs": "interrupted",
+    "curvature": "interrupted; each file of curvature.json and its figures is whole or absent",
 }
 
 

@@ -221,7 +221,8 @@ def curvature_parser() -> argparse.ArgumentParser:
         metavar="K",
         type=_positive_int,
         default=5,
-        help="how many eigenvalues from each end to report (default 5)",
+        help="how many of the largest and smallest eigenvalues to report (default 5; beyond "
+        "2000 parameters Lanczos finds the smallest one)",
     )
     p.add_argument("--json", action="store_true", help="print curvature.json instead of a summary")
     p.add_argument("--no-plots", action="store_true", help="write curvature.json only")

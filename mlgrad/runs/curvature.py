@@ -89,7 +89,11 @@ def curvature(
     run_dir = Path(workdir)
     check_finished(run_dir)
     out_dir = run_dir if out is None else Path(out)
-    rundir.check_can_create(out_dir)
+    try:
+        rundir.check_can_create(out_dir)
+    except UsageError as e:
+        hint = " Write the files elsewhere with --out DIR." if out is None else ""
+        raise UsageError(f"{e}{hint}") from None
     setup = prepare(run_dir / "config.yaml")
     with (
         rundir.RunDirLock(run_dir, what="mlgrad curvature", shared=True),
