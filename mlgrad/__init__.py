@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from mlgrad._version import __version__
 
 # Public name -> the module that defines it (a module itself where the name is the module).
 _EXPORTS = {

@@ -44,7 +44,7 @@ LAYERS = [
         ),
     ),
     ("calculus", ("mlgrad.backprop",)),
-    ("helpers", ("mlgrad._validation", "mlgrad._series", "mlgrad._faults")),
+    ("helpers", ("mlgrad._validation", "mlgrad._series", "mlgrad._faults", "mlgrad._version")),
 ]
 # The package's facade re-exports (lazily); only the command line imports it (its version).
 FACADE = "mlgrad"

@@ -57,9 +57,9 @@ def provenance(
     versions: dict[str, str | None] = {"python": platform.python_version()}
     versions.update({name: _version(dist) for name, dist in PACKAGES.items()})
     if versions["mlgrad"] is None:  # a source checkout that was never installed
-        import mlgrad
+        from mlgrad._version import __version__
 
-        versions["mlgrad"] = getattr(mlgrad, "__version__", None)
+        versions["mlgrad"] = __version__
     devices = jax.devices() if devices is None else devices
     return {
         "versions": versions,

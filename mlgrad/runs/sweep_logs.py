@@ -16,14 +16,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlgrad.config import is_number
 from mlgrad.runs import rundir
 from mlgrad.runs.event_log import write_events
 from mlgrad.runs.metrics_log import MetricsLog
 from mlgrad.runs.sweep_plan import Axis, Run
-from mlgrad.runs.sweep_report import Outcome
+
+if TYPE_CHECKING:  # sweep_report imports this module to write the logs
+    from mlgrad.runs.sweep_report import Outcome
 
 #: The folder of the runs' folders in a sweep's run directory.
 RUNS = "runs"
