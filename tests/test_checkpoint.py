@@ -126,3 +126,36 @@ def test_typed_prng_keys_round_trip(tmp_path):
     restored = checkpoint.restore(tmp_path, like=fresh_state()._replace(key=jax.random.key(0)))
     assert jax.dtypes.issubdtype(restored.key.dtype, jax.dtypes.prng_key)
     np.testing.assert_array_equal(jax.random.key_data(restored.key), jax.random.key_data(state.key))
+
+
+def test_asynchronous_saves_are_complete_once_waited_for(tmp_path):
+    """Asynchronous: save returns before the write is committed; the next save, a listing,
+    wait() and close() wait for it; the checkpoints equal the synchronous ones bit for bit."""
+    d, key = tmp_path / "run", jax.random.PRNGKey(1)
+    with Checkpointer(d, keep=2, asynchronous=True) as ckpt:
+        ckpt.save(fresh_state(seed=1))
+        whole = train(steps=20, key=key, callback=lambda state, *_: ckpt.save(state))
+        assert ckpt.all_steps() == [0, 15, 20]  # waits for the save of step 20
+    assert_tree_equal(checkpoint.restore(d, like=fresh_state()), whole.state)
+    with Checkpointer(tmp_path / "other", asynchronous=True) as ckpt:
+        ckpt.save(whole.state)
+        ckpt.wait()
+        assert checkpoint.all_steps(tmp_path / "other") == [20]  # another reader sees it
+
+
+def test_an_asynchronous_failure_surfaces_at_the_wait(tmp_path, monkeypatch):
+    good = fresh_state()._replace(step=jnp.asarray(1, jnp.int32))
+    ckpt = Checkpointer(tmp_path, keep=1, asynchronous=True)
+    ckpt.save(good)
+    ckpt.wait()
+
+    def disk_full(self, directory, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(ocp.StandardCheckpointHandler, "async_save", disk_full)
+        with pytest.raises(CheckpointError, match=r"step 2.*No space left"):
+            ckpt.save(good._replace(step=jnp.asarray(2, jnp.int32)))
+            ckpt.wait()
+    ckpt.close()
+    assert checkpoint.all_steps(tmp_path) == [1]

@@ -40,7 +40,6 @@ from mlgrad.config.optimizers import (
     optimizer_spec,
     schedule_length_warnings,
     schedule_names,
-    stability_limit,
 )
 from mlgrad.config.schema import DTYPES, MAX_SEED, MAX_STEPS, DataConfig, RunConfig, TrainConfig
 
@@ -68,7 +67,6 @@ __all__ = [
     "read_config_file",
     "schedule_length_warnings",
     "schedule_names",
-    "stability_limit",
     "to_yaml",
     "validate_config",
 ]

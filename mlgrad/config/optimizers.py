@@ -800,31 +800,3 @@ def schedule_length_warnings(cfg: Mapping | DictConfig, steps: int) -> list[str]
             f"{effect}. Let the schedule follow the run ({follow}) or set its length."
         )
     return warnings
-
-
-def stability_limit(cfg: Mapping | DictConfig) -> tuple[float, str] | None:
-    r"""The stability limit of an optimizer section's update rule on a quadratic, as
-    ``(c, formula)`` with the limit :math:`c/\eta` for the learning rate :math:`\eta`: the
-    largest Hessian eigenvalue the rule can take without diverging (Cohen et al. 2021).
-
-    * ``sgd``: :math:`2/\eta`; heavy-ball momentum :math:`\beta`: :math:`2(1+\beta)/\eta`;
-      Nesterov: :math:`2(1+\beta)/((1+2\beta)\eta)`.
-    * Any other rule (Adam's limit applies to its preconditioned sharpness, which ``mlgrad
-      curvature`` computes), or a chain: None.
-
-    Example:
-        >>> stability_limit({"name": "sgd", "learning_rate": 0.1, "momentum": 0.9})
-        (3.8, '2(1+β)/η')
-        >>> stability_limit({"name": "adam", "learning_rate": 0.1}) is None
-        True
-    """
-    if isinstance(cfg, DictConfig):
-        cfg = to_dict(cfg, resolve=True)
-    if cfg.get("name") != "sgd":
-        return None
-    beta = cfg.get("momentum") or 0.0
-    if not is_number(beta) or beta == 0:
-        return 2.0, "2/η"
-    if cfg.get("nesterov"):
-        return 2 * (1 + beta) / (1 + 2 * beta), "2(1+β)/((1+2β)η)"
-    return 2 * (1 + beta), "2(1+β)/η"

@@ -495,7 +495,13 @@ class _Training:
 
         train_cfg = self.cfg.train
         val_batch = self._val_batch()
-        self.ckpt = Checkpointer(self.ckpt_dir, keep=train_cfg.keep_checkpoints)
+        # Asynchronous saves: the next chunk trains while a checkpoint is written (one
+        # process: several would have to agree on each commit).
+        self.ckpt = Checkpointer(
+            self.ckpt_dir,
+            keep=train_cfg.keep_checkpoints,
+            asynchronous=not runtime.is_multiprocess(),
+        )
         result = None
         try:
             if runtime.is_multiprocess():
@@ -573,7 +579,7 @@ class _Training:
         import numpy as np
 
         train_cfg, log = self.cfg.train, self.log
-        steps = train_cfg.steps
+        steps, every = int(train_cfg.steps), int(train_cfg.log_every)  # plain ints: per step
         val_metrics = jax.jit(self.setup.model.metrics)
         chunk_start = [time.perf_counter()]  # when fit started the chunk (after our own work)
 
@@ -588,7 +594,7 @@ class _Training:
                 k = first + i
                 if sharpness is not None and np.isfinite(sharpness[i]):  # measured before k
                     log.record(k, train_loss=loss, sharpness=sharpness[i])
-                if k % train_cfg.log_every == 0 or k == steps or k == 1:
+                if k % every == 0 or k == steps or k == 1:
                     aux = {f"aux/{name}": v[i] for name, v in records.aux.items()}
                     log.record(
                         k,
@@ -740,20 +746,27 @@ class _Training:
         )
 
     def _sharpness_figure(self) -> Path:
-        """The logged sharpness beside the optimizer's stability limit at the logged rates."""
+        """The logged sharpness beside the stability limit of gradient descent (with its
+        momentum) at the logged rates; other optimizers have none for the plain sharpness
+        (Adam's is of the preconditioned one: ``mlgrad curvature``)."""
         import numpy as np
 
         from mlgrad import plots
-        from mlgrad.config import stability_limit
+        from mlgrad.curvature_report import stability_limit
 
         steps, values = self.log.curve("sharpness")
-        limit = stability_limit(self.cfg.optimizer)
         lr_steps, lrs = self.log.curve("lr")
+        optimizer = self.cfg.optimizer
         limit_steps: list[int] = []
         limits, label = np.zeros(0), ""
-        if limit is not None and lr_steps:
-            factor, label = limit
-            limit_steps, limits = lr_steps, factor / np.asarray(lrs, np.float64)
+        if optimizer.get("name") == "sgd" and lr_steps:  # a chain has no name
+            rule = stability_limit(
+                "sgd",
+                1.0,
+                momentum=optimizer.get("momentum"),
+                nesterov=bool(optimizer.get("nesterov")),
+            )
+            limit_steps, limits, label = lr_steps, rule.limit / np.asarray(lrs), rule.formula
         return plots.sharpness_curve(
             self.run_dir / "sharpness.png",
             steps,

@@ -10,8 +10,12 @@ The state is stored as a PyTree of arrays (orbax ``StandardSave``; no pickle) an
 into the structure of a template :class:`~mlgrad.training.TrainState` (``StandardRestore``),
 after checking that every array's shape and dtype match.
 
-Saves are synchronous: when :func:`save` (or :meth:`Checkpointer.save`) returns, the
-checkpoint is complete on disk.
+Saves are synchronous by default: when :func:`save` (or :meth:`Checkpointer.save`) returns,
+the checkpoint is complete on disk. A ``Checkpointer(..., asynchronous=True)`` (what ``mlgrad
+train`` uses) copies the state to host memory and returns, while orbax writes and commits it in
+a background thread, so that training continues during the write; the next save, listing the
+steps, :meth:`Checkpointer.wait` and :meth:`Checkpointer.close` wait for it first. The commit is
+the same atomic rename, so a process killed mid-write leaves the earlier checkpoints only.
 
 Example:
   >>> import tempfile, jax.numpy as jnp, optax
@@ -151,11 +155,14 @@ def _preservation(keep: int | None) -> Any:
     )
 
 
-def _options(keep: int | None, *, write: bool) -> ocp.CheckpointManagerOptions:
+def _options(
+    keep: int | None, *, write: bool, asynchronous: bool = False
+) -> ocp.CheckpointManagerOptions:
     return ocp.CheckpointManagerOptions(
         preservation_policy=_preservation(keep),
         create=write,
-        enable_async_checkpointing=False,  # "saved" means complete on disk
+        # synchronous: "saved" means complete on disk; asynchronous: once waited for
+        enable_async_checkpointing=write and asynchronous,
         # A writer removes the leftovers of a save that was killed or failed; a reader must
         # not (it could delete the temporary directory of a save in progress elsewhere).
         cleanup_tmp_directories=write,
@@ -284,6 +291,8 @@ class Checkpointer:
       directory: where the step sub-directories live (created on the first save).
       keep: how many of the most recent checkpoints to keep (None keeps all); the
         checkpoint at step 0 is always kept as well.
+      asynchronous: :meth:`save` returns once the state is copied to host memory and the
+        write continues in the background (see the module docstring); :meth:`wait` for it.
 
     Example:
       >>> import tempfile, jax.numpy as jnp, optax
@@ -295,7 +304,9 @@ class Checkpointer:
       (10, [10], 10)
     """
 
-    def __init__(self, directory: PathLike, *, keep: int | None = None) -> None:
+    def __init__(
+        self, directory: PathLike, *, keep: int | None = None, asynchronous: bool = False
+    ) -> None:
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
             raise ValueError(f"Checkpointer: keep must be None or an int >= 1, got {keep!r}.")
         self.directory = Path(directory).absolute()
@@ -304,9 +315,11 @@ class Checkpointer:
                 f"checkpoint directory {self.directory} exists and is not a directory."
             )
         self._keep = keep
+        self._asynchronous = asynchronous
         self._manager: ocp.CheckpointManager | None = None
         self._writable = False
         self._alias: Path | None = None  # a plain-named symlink orbax sees (_orbax_path)
+        self._pending: int | None = None  # the step of a save not waited for yet
 
     def _open(self, *, write: bool) -> ocp.CheckpointManager | None:
         """The orbax manager (None when reading a directory that does not exist)."""
@@ -318,7 +331,7 @@ class Checkpointer:
             path, self._alias = _orbax_path(self.directory, write=write)
             self._manager = ocp.CheckpointManager(
                 path,
-                options=_options(self._keep, write=write),
+                options=_options(self._keep, write=write, asynchronous=self._asynchronous),
                 item_handlers=_handler(),
             )
             self._writable = write
@@ -341,7 +354,8 @@ class Checkpointer:
         return self
 
     def all_steps(self) -> list[int]:
-        """The steps of the complete checkpoints, ascending."""
+        """The steps of the complete checkpoints, ascending (after a save in flight)."""
+        self.wait()
         manager = self._open(write=False)
         if manager is None:
             return []
@@ -356,8 +370,10 @@ class Checkpointer:
     def save(self, state: TrainState) -> int:
         """Saves ``state`` as the checkpoint of step ``int(state.step)``; returns the step.
 
-        Complete on disk when it returns. Raises ValueError if that step is already saved,
-        and :class:`CheckpointError` if writing fails (earlier checkpoints stay intact).
+        Complete on disk when it returns (asynchronous: when :meth:`wait` returns). Raises
+        ValueError if that step is already saved, and :class:`CheckpointError` if writing
+        fails (earlier checkpoints stay intact; an asynchronous write's failure surfaces at
+        the next save, :meth:`wait` or :meth:`close`).
         """
         if not isinstance(state, TrainState):
             raise TypeError(f"save: state must be a TrainState, got {type(state).__name__}.")
@@ -369,6 +385,7 @@ class Checkpointer:
                 f"cannot create the checkpoint directory {self.directory}: {e}"
             ) from e
         assert manager is not None  # a writer's manager always opens
+        self.wait()  # the previous save, committed (or its failure raised) before the next
         if step in manager.all_steps():
             raise ValueError(
                 f"a checkpoint for step {step} already exists in {self.directory}; "
@@ -376,13 +393,34 @@ class Checkpointer:
             )
         try:
             manager.save(step, args=ocp.args.StandardSave(_storable(state)))
-            manager.wait_until_finished()
+            self._pending = step
+            if not self._asynchronous:
+                self.wait()
+        except CheckpointError:
+            raise
         except Exception as e:
             raise CheckpointError(
                 f"writing the checkpoint of step {step} to {self.directory} failed: {e}. "
                 "The earlier checkpoints are intact."
             ) from e
         return step
+
+    def wait(self) -> None:
+        """Waits until the save in flight (if any) is complete on disk.
+
+        Raises:
+          CheckpointError: that save failed (the earlier checkpoints are intact).
+        """
+        step, self._pending = self._pending, None
+        if step is None or self._manager is None:
+            return
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise CheckpointError(
+                f"writing the checkpoint of step {step} to {self.directory} failed: {e}. "
+                "The earlier checkpoints are intact."
+            ) from e
 
     def restore(self, like: TrainState, step: int | None = None) -> TrainState:
         """The checkpoint of ``step`` (default: the latest) in the structure of ``like``.
@@ -460,10 +498,14 @@ class Checkpointer:
             self._manager.wait_until_finished()
 
     def close(self) -> None:
-        """Finishes pending work and releases the manager."""
-        if self._manager is not None:
-            self._manager.close()
-            self._manager = None
+        """Finishes pending work (a save in flight: see :meth:`wait`) and releases the
+        manager."""
+        try:
+            self.wait()
+        finally:
+            if self._manager is not None:
+                self._manager.close()
+                self._manager = None
         if self._alias is not None:
             shutil.rmtree(self._alias, ignore_errors=True)  # the symlink, not its target
             self._alias = None
