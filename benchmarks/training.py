@@ -2,7 +2,8 @@
 
 Run from the repository root (one to two minutes on 2 CPU cores)::
 
-    python benchmarks/training.py     # --repeats N, --quick (fewer), --only a|b-full|b-mini|vae|c
+    python benchmarks/training.py     # --repeats N, --quick (fewer), --only a|b-full|b-mini|vae|c|d
+    python benchmarks/training.py --baseline 55d9878^   # also fit as it was before issue I
 
 It prints, measured side by side in one run on the same model, data and optimizer:
 
@@ -35,11 +36,18 @@ It prints, measured side by side in one run on the same model, data and optimize
    returns it as a host array (fit's ``history``). Contenders of a workload do the same
    arithmetic, so their final losses agree (printed as a check; PyTorch's mini-batches come
    in another order).
+With ``--baseline REV`` (``benchmarks/_baseline.py``) ``mlgrad.fit`` as it was at commit REV
+runs as one more contender of a, b-full and b-mini, and ``fit / fit @ REV`` is printed against
+the 1.03x target of issue I.
+
 2. The wall time of ``mlgrad train configs/linear_regression.yaml --out DIR`` as a subprocess
    (``python -m mlgrad``, the console script's entry point) from a cold start (an empty
    persistent compilation cache: ``MLGRAD_CACHE_DIR`` set to a fresh temporary directory)
    and with a warm one (the same directory, second run), next to the time of merely starting
-   Python and importing ``mlgrad.cli``, ``mlgrad.runs`` and JAX.
+   Python and importing ``mlgrad.cli``, ``mlgrad.runs`` and JAX, and ``mlgrad --help``, next
+   to ``python -c "import jax, optax"`` (targets: warm train <= 1.5x that; ``--help`` < 0.3 s).
+3. (d) A long run's overhead: 20,000 ice-cream steps with ``checkpoint_every=100`` and
+   ``log_every=1`` against one checkpoint and a record every 1,000 steps (target <= 1.5x).
 
 Times are medians of interleaved repeats (every repeat runs each contender once, in a rotating
 order, so that load from other processes hits all alike); compile time is excluded and
@@ -92,6 +100,8 @@ except ImportError:  # not a project dependency
     torch = None
 
 FIT_TARGET = 1.10
+BASELINE_TARGET = 1.03  # issue I: fit today / fit at --baseline REV
+BASELINE: dict[str, Any] = {}  # {"rev": ..., "fit": fit at that commit}, set by --baseline
 ICE_CREAM_STEPS = 10_000
 AE_FULL_STEPS = 100
 AE_MINI_STEPS = 500
@@ -101,6 +111,9 @@ BATCH = 128
 AE_LR = 3e-3  # configs/autoencoder.yaml's peak learning rate, held constant here
 LR_LR = 0.1  # configs/linear_regression.yaml
 CLI_CONFIG = "configs/linear_regression.yaml"
+CLI_TARGET = 1.5  # issue J: warm `mlgrad train CLI_CONFIG` / `python -c "import jax, optax"`
+HELP_TARGET = 0.3  # seconds
+LONG_TARGET = 1.5  # issue J: the long run / the sparse one
 
 TORCH_NOTE = (
     "PyTorch is not importable, so its column is left out (it is not a dependency of "
@@ -127,7 +140,7 @@ show the same arithmetic."""
 def time_runs(
     contenders: dict[str, Callable[[], Any]],
     repeats: int,
-    focus: tuple[str, str] = ("mlgrad.fit", "plain lax.scan"),
+    focus: tuple[str, ...] = ("mlgrad.fit", "plain lax.scan"),
     focus_repeats: int = 0,
     sample_time: float = 0.02,
 ) -> tuple[dict[str, Timing], dict[str, float], dict[str, Any]]:
@@ -139,8 +152,8 @@ def time_runs(
     repeat takes one sample of each contender, in an order that rotates (and reverses every
     other cycle) so that no contender always follows the same one. This is
     ``benchmarks/_timing.time_interleaved`` without its untimed settling call per sample,
-    which would double the time of the long (seconds) PyTorch and per-step loops. The two
-    ``focus`` contenders (the target's ratio) then get ``focus_repeats`` more interleaved
+    which would double the time of the long (seconds) PyTorch and per-step loops. The
+    ``focus`` contenders (the targets' ratios) then get ``focus_repeats`` more interleaved
     repeats of their own, which are cheap, so that their paired ratio is more precise.
 
     Returns:
@@ -491,6 +504,11 @@ def ice_cream(steps: int) -> tuple[str, dict[str, Callable[[], Any]]]:
         "plain lax.scan": scan_run,
         "jit step per iteration": loop_run,
     }
+    if BASELINE:
+        old = BASELINE["fit"]
+        contenders[f"mlgrad.fit @ {BASELINE['rev']}"] = lambda: old(
+            model.loss, params, batch, optimizer=opt, steps=steps
+        )
     if torch is not None:
         mean, scale = (s.astype(np.float32) for s in scaling(data.x_train, True))
         contenders["PyTorch eager"] = torch_linear_regression(
@@ -528,6 +546,11 @@ def digits_autoencoder(steps: int, batch: int | None) -> tuple[str, dict[str, Ca
         "plain lax.scan": scan_run,
         "jit step per iteration": loop_run,
     }
+    if BASELINE:
+        old = BASELINE["fit"]
+        contenders[f"mlgrad.fit @ {BASELINE['rev']}"] = lambda: old(
+            model.loss, params, (x, x), optimizer=opt, steps=steps, batch_size=batch, key=key
+        )
     if torch is not None:
         contenders["PyTorch eager"] = torch_autoencoder(params, data.x_train, steps, batch)
     n, p = data.x_train.shape
@@ -590,7 +613,9 @@ def final_loss(result: Any) -> float:
 
 
 def run_workload(title: str, contenders: dict[str, Callable], steps: int, repeats: int) -> str:
-    timings, first, results = time_runs(contenders, repeats, focus_repeats=3 * repeats)
+    then = [n for n in contenders if n.startswith("mlgrad.fit @")]
+    focus = ("mlgrad.fit", "plain lax.scan", *then)
+    timings, first, results = time_runs(contenders, repeats, focus, focus_repeats=3 * repeats)
     base = timings["plain lax.scan"]
     rows = []
     for name, t in timings.items():
@@ -609,10 +634,19 @@ def run_workload(title: str, contenders: dict[str, Callable], steps: int, repeat
     table = format_table(headers, rows, title=title)
     ratio = ratio_to(timings["mlgrad.fit"], base)
     verdict = "meets" if ratio.median <= FIT_TARGET else "MISSES"
-    return (
+    text = (
         f"{table}\nfit / scan = {ratio}: {verdict} the {FIT_TARGET:.2f}x target "
         f"({len(base.per_call)} paired repeats, {repeats} of them with every contender)"
     )
+    old = next((t for name, t in timings.items() if name.startswith("mlgrad.fit @")), None)
+    if old is not None:
+        then = ratio_to(timings["mlgrad.fit"], old)
+        verdict = "meets" if then.median <= BASELINE_TARGET else "MISSES"
+        text += (
+            f"\nfit / fit @ {BASELINE['rev']} = {then}: {verdict} the {BASELINE_TARGET:.2f}x "
+            "target (issue I: the research features cost the existing configs nothing)"
+        )
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -635,10 +669,12 @@ def cli_start(pairs: int) -> str:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     command = [sys.executable, "-m", "mlgrad", "train", CLI_CONFIG, "--out"]
-    cold, warm, imports = [], [], []
+    cold, warm, imports, floor, helps = [], [], [], [], []
     work = Path(tempfile.mkdtemp(prefix="mlgrad-bench-"))
     try:
         for i in range(pairs):
+            floor.append(run_subprocess([sys.executable, "-c", "import jax, optax"], env))
+            helps.append(run_subprocess([sys.executable, "-m", "mlgrad", "--help"], env))
             imports.append(
                 run_subprocess(
                     [sys.executable, "-c", "import jax, optax, mlgrad.cli, mlgrad.runs"], env
@@ -656,7 +692,9 @@ def cli_start(pairs: int) -> str:
         return format_seconds(float(np.median(xs))) + spread
 
     rows = [
-        ["python -c 'import jax, optax, mlgrad.cli, mlgrad.runs' (floor)", cell(imports)],
+        ["python -c 'import jax, optax' (the floor)", cell(floor)],
+        ["python -c 'import jax, optax, mlgrad.cli, mlgrad.runs'", cell(imports)],
+        ["mlgrad --help", cell(helps)],
         ["mlgrad train, cold (empty compilation cache)", cell(cold)],
         ["mlgrad train, warm (same cache, second run)", cell(warm)],
     ]
@@ -666,9 +704,53 @@ def cli_start(pairs: int) -> str:
     )
     table = format_table(["run", "wall time (median [min-max])"], rows, title=title)
     saved = float(np.median(cold)) - float(np.median(warm))
+    ratio = float(np.median(warm)) / float(np.median(floor))
+    help_s = float(np.median(helps))
     return (
         f"{table}\nwarm cache saves {format_seconds(saved)} "
-        f"({entries} cache entries written by the cold run)"
+        f"({entries} cache entries written by the cold run)\n"
+        f"warm train / import jax, optax = {ratio:.2f}x: "
+        f"{'meets' if ratio <= CLI_TARGET else 'MISSES'} the {CLI_TARGET}x target; "
+        f"mlgrad --help {format_seconds(help_s)}: "
+        f"{'meets' if help_s < HELP_TARGET else 'MISSES'} the {HELP_TARGET} s target"
+    )
+
+
+def long_run(pairs: int) -> str:
+    """(d) A long run's overhead: 20,000 ice-cream steps checkpointed every 100 steps and
+    logged every step, against one checkpoint and a record every 1,000 steps, as
+    subprocesses (figures off, a warm compilation cache), interleaved."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+    work = Path(tempfile.mkdtemp(prefix="mlgrad-bench-long-"))
+    env["MLGRAD_CACHE_DIR"] = str(work / "cache")
+    base = [sys.executable, "-m", "mlgrad", "train", CLI_CONFIG, "train.steps=20000"]
+    dense = [*base, "train.checkpoint_every=100", "train.log_every=1"]
+    sparse = [*base, "train.checkpoint_every=20000", "train.log_every=1000"]
+    times: dict[str, list[float]] = {"dense": [], "sparse": []}
+    try:
+        run_subprocess([*sparse, "--out", str(work / "warm-up"), "--no-plots", "-q"], env)
+        for i in range(pairs):
+            for name, argv in (("dense", dense), ("sparse", sparse))[:: 1 if i % 2 else -1]:
+                out = ["--out", str(work / f"{name}{i}"), "--no-plots", "-q"]
+                times[name].append(run_subprocess([*argv, *out], env))
+        files = sum(1 for _ in (work / "dense0" / "checkpoints").iterdir())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    dense_s, sparse_s = (float(np.median(times[k])) for k in ("dense", "sparse"))
+    rows = [
+        ["checkpoint_every=100, log_every=1 (200 checkpoints, 20,000 records)", dense_s],
+        ["checkpoint_every=20000, log_every=1000", sparse_s],
+    ]
+    rows = [[what, format_seconds(t)] for what, t in rows]
+    title = f"(d) `mlgrad train {CLI_CONFIG} train.steps=20000`: the overhead of a long run"
+    table = format_table(["run", "wall time (median)"], rows, title=title)
+    ratio = dense_s / sparse_s
+    verdict = "meets" if ratio <= LONG_TARGET else "MISSES"
+    return (
+        f"{table}\ndense / sparse = {ratio:.2f}x: {verdict} the {LONG_TARGET}x target "
+        f"({pairs} interleaved pairs; {files} checkpoints kept; saves asynchronous, one in "
+        "flight at a time)"
     )
 
 
@@ -681,17 +763,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     parser.add_argument("--no-cli", action="store_true", help="skip the CLI start-up timings")
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also time mlgrad.fit as it was at git commit REV (e.g. 55d9878^, before issue "
+        "I's research features) and print today's fit / that fit",
+    )
+    parser.add_argument(
         "--only",
-        choices=["a", "b-full", "b-mini", "vae", "c"],
+        choices=["a", "b-full", "b-mini", "vae", "c", "d"],
         action="append",
         help="run only these",
     )
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 8)
-    only = set(args.only or ["a", "b-full", "b-mini", "vae", "c"])
+    only = set(args.only or ["a", "b-full", "b-mini", "vae", "c", "d"])
     if args.no_cli:
-        only.discard("c")
+        only -= {"c", "d"}
     t_start = time.perf_counter()
+    if args.baseline:
+        from _baseline import load_fit
+
+        BASELINE.update(rev=args.baseline, fit=load_fit(args.baseline, _ROOT))
 
     print("mlgrad training benchmark")
     for line in environment():
@@ -716,6 +808,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
     if "c" in only:
         print(cli_start(1 if args.quick else 2), flush=True)
+        print()
+    if "d" in only:
+        print(long_run(1 if args.quick else 2), flush=True)
         print()
     if torch is None:
         print(textwrap.fill(TORCH_NOTE, width=100))
