@@ -183,6 +183,21 @@ def test_help_answers_without_importing_jax():
     assert out == "[0, 0, 0, 0, 0, 2, 2] False False"
 
 
+def test_config_errors_answer_without_importing_jax():
+    """A config or override mistake (the schema's keys, types and ranges) is found before
+    JAX is imported (issue J: 0.4 s, against 1.6 s with JAX's import)."""
+    script = (
+        "import sys\n"
+        "from mlgrad.cli import main\n"
+        "codes = [main(a) for a in (['train', 'linear_regression', 'train.stepz=3'],"
+        " ['train', 'linear_regression', 'train.steps=-1'], ['train', 'no_such_config'],"
+        " ['sweep', 'linear_regression', 'train.stepz=1,2'])]\n"
+        "print(codes, 'jax' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip().splitlines()[-1] == "[2, 2, 2, 2] False", done.stderr
+
+
 def test_the_console_script_help_does_not_import_jax():
     """The installed entry point (what `mlgrad --help` runs), in a fresh interpreter."""
     script = (

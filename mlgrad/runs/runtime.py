@@ -543,17 +543,17 @@ def lost_process_guard() -> Iterator[None]:
 
 
 def is_multiprocess() -> bool:
-    """Whether this process is one of several (``jax.distributed`` was initialised)."""
-    import jax
-
-    return jax.distributed.is_initialized() and jax.process_count() > 1
+    """Whether this process is one of several (``jax.distributed`` was initialised; it
+    cannot have been before JAX is imported, so that question imports nothing)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized() and jax.process_count() > 1
 
 
 def is_primary() -> bool:
-    """Whether this process speaks and writes for the run (process 0, or the only one)."""
-    import jax
-
-    return not jax.distributed.is_initialized() or jax.process_index() == 0
+    """Whether this process speaks and writes for the run (process 0, or the only one);
+    before JAX is imported it is the only one."""
+    jax = sys.modules.get("jax")
+    return jax is None or not jax.distributed.is_initialized() or jax.process_index() == 0
 
 
 def process_count() -> int:
