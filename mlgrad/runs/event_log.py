@@ -120,16 +120,21 @@ class EventLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.path is None:
             self.path = new_file(self.directory)
-        file = open(self.path, "ab")  # noqa: SIM115 (kept open until close)
         now = time.time()
         first = Event(wall_time=now, file_version="brain.Event:2")
+        head = b""
         if self.purge_step is not None:  # as SummaryWriter(purge_step=...) starts its file
             first.step = self.purge_step
             start = Event(wall_time=now, step=self.purge_step)
             start.session_log.status = SessionLog.START
-            file.write(tf_record(first.SerializeToString()) + tf_record(start.SerializeToString()))
-        else:
-            file.write(tf_record(first.SerializeToString()))
+            head = tf_record(start.SerializeToString())
+        head = tf_record(first.SerializeToString()) + head  # framed before the file opens
+        file = open(self.path, "ab")  # noqa: SIM115 (kept open until close)
+        try:
+            file.write(head)
+        except BaseException:
+            file.close()
+            raise
         self._writer = file
         return file
 
