@@ -281,15 +281,10 @@ def _parameters(setup: Setup, params: Any) -> dict[str, Any]:
 
 
 def _path_name(path: Any) -> str:
-    parts = []
-    for entry in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(entry, attr):
-                parts.append(str(getattr(entry, attr)))
-                break
-        else:
-            parts.append(str(entry))
-    return ".".join(parts) or "params"
+    """A pytree path as ``layers.0.w``."""
+    import jax
+
+    return jax.tree_util.keystr(tuple(path), simple=True, separator=".") or "params"
 
 
 def _method(spectrum: Any) -> dict[str, Any]:
