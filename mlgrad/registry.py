@@ -209,7 +209,9 @@ def builtin_configs() -> dict[str, str]:
 
 def find_config(name_or_path: str | Path) -> Path:
     """The config file meant by ``name_or_path``: the file itself if it exists, else the
-    built-in config of that name (``linear_regression`` or ``linear_regression.yaml``).
+    built-in config of that name (``linear_regression`` or ``linear_regression.yaml``). A
+    folder named like a built-in config (a run directory, ``--out linear_regression``) does
+    not hide the config.
 
     Raises:
         ConfigNotFoundError: neither, naming both places looked at and ``mlgrad configs``.
@@ -219,11 +221,11 @@ def find_config(name_or_path: str | Path) -> Path:
         'linear_regression.yaml'
     """
     path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path
     text = str(name_or_path)
     stem = text[: -len(CONFIG_SUFFIX)] if text.endswith(CONFIG_SUFFIX) else text
     names = builtin_configs()
+    if path.exists() and not (path.is_dir() and stem in names):
+        return path
     if stem in names:
         return Path(str(_configs_dir() / f"{stem}{CONFIG_SUFFIX}"))
     match = difflib.get_close_matches(stem, list(names), n=1, cutoff=0.6)

@@ -39,3 +39,16 @@ def test_a_name_override_replaces_a_file(csv, tmp_path):
 def test_overriding_both_is_still_an_error(csv):
     with pytest.raises(ConfigError, match="give exactly one of `data.name`"):
         load_config(CONFIGS / "linear_regression.yaml", [f"data.path={csv}", "data.name=digits"])
+
+
+def test_a_run_folder_named_like_a_built_in_config_does_not_hide_it(tmp_path, monkeypatch):
+    """`mlgrad train linear_regression --out linear_regression`, then the same command again
+    from that directory: the name still means the built-in config (it used to be taken for
+    the folder: "config file linear_regression is not a regular file")."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "linear_regression").mkdir()
+    cfg = load_config("linear_regression")[0]
+    assert cfg.name == "linear_regression" and cfg.data.name == "ice_cream"
+    (tmp_path / "mine").mkdir()  # a folder that is no built-in config stays an error
+    with pytest.raises(ConfigError, match="mine is not a regular file"):
+        load_config("mine")

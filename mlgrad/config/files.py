@@ -152,7 +152,7 @@ def _config_path(name_or_path: str | Path) -> Path:
     from mlgrad import registry
 
     path = Path(name_or_path)
-    if path.exists() or path.parent != Path():  # a path with folders is always a path
+    if path.parent != Path():  # a path with folders is always a path
         return path
     try:
         return registry.find_config(name_or_path)
