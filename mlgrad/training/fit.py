@@ -995,6 +995,22 @@ def _find_divergence(
     return hi, good
 
 
+class _Quiet:
+    """What ``fit`` reports without ``progress``: nothing (no bar object to build per call)."""
+
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, step: int, loss: float, val_loss: float | None) -> None:
+        return None
+
+
+_QUIET = _Quiet()
+
+
 class LossContractWarning(UserWarning):
     """``fit``'s loss does not look like a mean over the batch (see ``check_loss``)."""
 
@@ -1053,11 +1069,17 @@ def _batch_and_halves(params: PyTree, data: PyTree, *, loss: _Loss, b: int) -> t
 
 
 def _aux_names(
-    loss: _Loss, state: TrainState, data: PyTree, plan: _Batching | None, key: Any
+    loss: _Loss,
+    state: TrainState,
+    layout: _Layout,
+    arrays: tuple[jax.Array, ...],
+    plan: _Batching | None,
+    key: Any,
 ) -> list[str]:
     """The names of the loss's aux outputs (sorted; traced only, nothing runs)."""
     if not loss.has_aux:
         return []
+    data = layout.build(arrays)
     rows = jax.tree.leaves(data)[0].shape[0] if plan is None else plan.width
     batch = jax.tree.map(lambda x: x[:rows], data)
     out = jax.eval_shape(
@@ -1310,7 +1332,7 @@ def fit(
         state, arrays, val_data = jax.device_put((state, arrays, val_data), device)
 
     _check_exact_batches(objective, plan, real, mesh)
-    plain = objective._replace(static=None) == _Loss(loss_fn)  # no key, aux or model state
+    plain = not (with_key or has_aux or stateful)  # no key, aux or model state
     if check_loss and fresh and plain and (plan is not None and plan.masked):
         _check_mean(objective, state.params, layout.build(arrays), plan.batch_size)
     if fresh and not (0 < steps == _next_boundary(0, steps, boundaries)):
@@ -1364,7 +1386,7 @@ def fit(
         new = TrainState(params, opt_state, device_int(first + count), state.key, model_state)
         return new, buffer, (params_trace, last)
 
-    aux_names = _aux_names(objective, state, layout.build(arrays), plan, run_key)
+    aux_names = _aux_names(objective, state, layout, arrays, plan, run_key)
 
     def is_eval_step(step: int) -> bool:
         return val_data is not None and (
@@ -1375,7 +1397,7 @@ def fit(
     vals: list[tuple[int, float]] = []
     trace: list[PyTree] = []
     wants_metrics = callback is not None and _takes_four(callback)
-    with Progress(progress, start, steps) as bar:
+    with Progress(progress, start, steps) if progress else _QUIET as bar:
         step = start
         while step < steps:
             end = _next_boundary(step, steps, boundaries)
