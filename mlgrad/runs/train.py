@@ -215,7 +215,7 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
         if k not in RESUMABLE_CHANGES  # a key added to the schema since is at its default:
         and not (k not in flat_saved and k in defaults and flat_now.get(k) == defaults[k])
     ]
-    _refuse_moving_schedules(setup, differ, flat_saved, flat_now, run_dir)
+    _refuse_moving_schedules(setup, differ, flat_saved, flat_now)
     if differ:
         changes = "; ".join(
             f"`{k}` was {_short(flat_saved.get(k))}, now {_short(flat_now.get(k))}" for k in differ
@@ -229,9 +229,7 @@ def check_resumable(setup: Setup, run_dir: Path) -> None:
     _check_something_to_resume(run_dir)
 
 
-def _refuse_moving_schedules(
-    setup: Setup, differ: list[str], saved: dict, now: dict, run_dir: Path
-) -> None:
+def _refuse_moving_schedules(setup: Setup, differ: list[str], saved: dict, now: dict) -> None:
     """Refuses to extend a run whose schedule follows train.steps: the schedule of the steps
     already taken would change. Says how to pin it."""
     from mlgrad.config import keys_following
