@@ -72,12 +72,28 @@ def test_a_sweep_page_has_its_runs_and_marks_the_best(runs):
 def test_findings_and_divergence_are_shown(tmp_path):
     summary = {"name": "<x>", "steps": 5, "diverged": {"message": "loss became inf at 3"}}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    curvature = {"verdict": "a saddle", "lambda_max": 2.5, "stability": {"limit": 20.0}}
+    curvature = {
+        "verdict": "a saddle",
+        "eigenvalues": {"largest": [2.5, 1.0], "smallest": [-0.5], "all": [1.0] * 500},
+        "stability": {"limit": 20.0, "text": "λ_max(H) = 2.5 is 12% of 2/η = 20: stable."},
+    }
     (tmp_path / "curvature.json").write_text(json.dumps(curvature))
     page = write_report(tmp_path).read_text(encoding="utf-8")
     assert "mlgrad run: &lt;x&gt;" in page  # escaped
     assert "<b>Diverged.</b> loss became inf at 3" in page
-    assert "<b>Is it a cup?</b> a saddle" in page and "stability.limit" in page
+    assert "<b>Is it a cup?</b> a saddle" in page
+    assert "<td class='text'>2.5, 1</td>" in page and "<td class='text'>-0.5</td>" in page
+    assert "12% of 2/η = 20: stable." in page and page.count("<tr>") == 4  # no list dumped
+
+
+def test_mlgrad_curvature_puts_its_findings_in_the_report(runs):
+    from mlgrad.runs import curvature
+
+    run, _ = runs
+    curvature(run)  # the logistic run: 31 parameters, dense
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "<b>Is it a cup?</b> cup:" in page
+    assert set(_images(page)) >= {"curvature_spectrum.png", "curvature_landscape.png"}
 
 
 def _chromium() -> str:

@@ -28,6 +28,7 @@ from typing import Any
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.errors import UsageError
 from mlgrad.runs.evaluate import restore_latest
+from mlgrad.runs.report import write_report
 from mlgrad.runs.setup import Setup, as_batch, precision, prepare
 
 #: What :func:`curvature` writes, in the order it writes them (the JSON last).
@@ -109,7 +110,7 @@ def curvature(
         report["out_dir"] = str(out_dir)
         report["figures"] = [str(out_dir / name) for name in figures]
         report["seconds"] = round(time.perf_counter() - t0, 2)
-        _write(out_dir, figures, report)
+        _write(out_dir, figures, report, run_report=out_dir.resolve() == run_dir.resolve())
     return report
 
 
@@ -137,13 +138,19 @@ def _float64_setup(run_dir: Path) -> Setup:
     return prepare(run_dir / "config.yaml", ["train.dtype=float64"])
 
 
-def _write(out_dir: Path, figures: dict[str, bytes], report: dict[str, Any]) -> None:
-    """The figures, then ``curvature.json``, each atomically; an OSError is a UsageError."""
+def _write(
+    out_dir: Path, figures: dict[str, bytes], report: dict[str, Any], *, run_report: bool
+) -> None:
+    """The figures, then ``curvature.json``, each atomically, then (into the run directory
+    itself) the run's ``report.html`` again, now with the findings and figures; an OSError
+    is a UsageError."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, png in figures.items():
             rundir.write_atomic(out_dir / name, png)
         rundir.write_atomic(out_dir / REPORT, rundir.to_json(report))
+        if run_report:
+            write_report(out_dir)
     except OSError as e:
         raise UsageError(
             f"cannot write into {out_dir}: {e.strerror or e}. Choose another directory with "

@@ -232,22 +232,37 @@ def _swept(run: dict, sweep: dict) -> dict[str, list[str]]:
 
 
 def _curvature_section(curvature: dict) -> str:
-    """The curvature findings (``curvature.json`` of ``mlgrad curvature``): its verdict and
-    every scalar it reports; lists (spectra) are left to its figures."""
+    """The findings of ``mlgrad curvature`` (its ``curvature.json``): the verdict, then one row
+    each for what it measured; its figures are among the run's."""
     verdict = curvature.get("verdict")
     head = f"<p class='finding'><b>Is it a cup?</b> {_e(verdict)}</p>" if verdict else ""
-    scalars = {
-        k: v for k, v in curvature.items() if k != "verdict" and not isinstance(v, list | dict)
+    eig = curvature.get("eigenvalues") or {}
+    found = {
+        "parameters": _dig(curvature, "parameters", "what"),
+        "method": _dig(curvature, "method", "text"),
+        "largest eigenvalues": _numbers(eig.get("largest")),
+        "smallest eigenvalues": _numbers(eig.get("smallest")),
+        "condition number": curvature.get("condition_number_note"),
+        "stability": _dig(curvature, "stability", "text"),
+        "closed form": _dig(curvature, "closed_form", "formula"),
+        "computed in": curvature.get("computed_in"),
     }
-    nested = {
-        f"{k}.{j}": w
-        for k, v in curvature.items()
-        if isinstance(v, dict)
-        for j, w in v.items()
-        if not isinstance(w, list | dict)
-    }
-    rows = [{"finding": k, "value": v} for k, v in {**scalars, **nested}.items()]
+    rows = [{"finding": k, "value": v} for k, v in found.items() if v not in (None, "")]
     return "<h2>Curvature</h2>" + head + (_table(rows) if rows else "")
+
+
+def _dig(tree: dict, *keys: str) -> Any:
+    """``tree[k1][k2]...``, or None where a level is missing."""
+    node: Any = tree
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _numbers(values: Any) -> str | None:
+    if not isinstance(values, list):
+        return None
+    return ", ".join(_format(float(v)) for v in values if isinstance(v, int | float))
 
 
 def _provenance(summary: dict) -> str:
