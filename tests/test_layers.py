@@ -198,6 +198,19 @@ def test_config_errors_answer_without_importing_jax():
     assert done.stdout.strip().splitlines()[-1] == "[2, 2, 2, 2] False", done.stderr
 
 
+def test_a_dry_run_needs_neither_orbax_nor_matplotlib():
+    """``--dry-run`` builds the model (JAX) but writes nothing: no checkpointing, figures or
+    event files are imported (issue J, item 2)."""
+    script = (
+        "import sys\n"
+        "from mlgrad.cli import main\n"
+        "code = main(['train', 'linear_regression', '--dry-run', '-q'])\n"
+        "print(code, [m for m in ('orbax', 'matplotlib', 'tensorboardX') if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr
+
+
 def test_the_console_script_help_does_not_import_jax():
     """The installed entry point (what `mlgrad --help` runs), in a fresh interpreter."""
     script = (
