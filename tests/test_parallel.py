@@ -190,6 +190,7 @@ def test_two_processes_equal_one_process(single, tmp_path):
         "loss.png",
         "metrics.jsonl",
         "probabilities.png",
+        "report.html",
         "run.json",
         "summary.json",
     ]
