@@ -11,6 +11,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -125,9 +126,7 @@ def loss_curve(
     ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
     ax.set_ylabel(loss_label + (" (log scale)" if log else ""), fontsize=LABEL_SIZE)
     ax.tick_params(labelsize=TICK_SIZE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return _save(fig, path)
 
 
 def sharpness_curve(
@@ -179,9 +178,7 @@ def sharpness_curve(
     ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
     ax.set_ylabel("top Hessian eigenvalue", fontsize=LABEL_SIZE)
     ax.tick_params(labelsize=TICK_SIZE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return _save(fig, path)
 
 
 #: A sweep's curves are drawn with at most this many points each (a stride beyond it).
@@ -406,9 +403,7 @@ def loss_curves(
         what += f": {loss_label}"
     ax.set_ylabel(what + (" (log scale)" if log else ""), fontsize=LABEL_SIZE)
     ax.tick_params(labelsize=TICK_SIZE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return _save(fig, path)
 
 
 def _trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
@@ -424,3 +419,15 @@ def _trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
     out = np.full(x.shape, np.nan)
     out[:end] = (total[k] - total[lo]) / (k - lo)
     return out
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """The PNG written atomically (:func:`mlgrad.draw.save`: a complete file or none); a path
+    without the ``.png`` suffix is a caller's own temporary file, written as it is."""
+    if path.suffix.lower() != ".png":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png")
+        return path
+    from mlgrad.draw import save
+
+    return save(fig, path)

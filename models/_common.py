@@ -91,12 +91,11 @@ def style(ax: Any, title: str | None, xlabel: str, ylabel: str) -> None:
 
 
 def save(fig: Any, out_dir: Path | str, name: str) -> Path:
-    """Writes ``fig`` as ``out_dir/name`` (PNG) and returns the path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / name
-    fig.savefig(path, format="png")
-    return path
+    """Writes ``fig`` as ``out_dir/name`` (PNG, atomically: :func:`mlgrad.draw.save`) and
+    returns the path."""
+    from mlgrad.draw import save as save_atomically
+
+    return save_atomically(fig, Path(out_dir) / name)
 
 
 def eval_split(data: Any) -> tuple[np.ndarray, np.ndarray, str]:

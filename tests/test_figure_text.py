@@ -33,3 +33,20 @@ def test_the_breast_cancer_classes_are_named_as_the_console_names_them():
 def test_a_warm_up_as_long_as_the_schedule_names_both_keys():
     with pytest.raises(ConfigError, match=r"decay_steps` \(100\) must be larger than"):
         load_config(CONFIGS / "autoencoder.yaml", ["train.steps=100"])
+
+
+def test_a_figure_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A figure whose rendering fails part-way leaves no PNG, nor a temporary file (J: the
+    figures are complete, atomically written, or absent)."""
+    from matplotlib.figure import Figure
+
+    from mlgrad.plots import loss_curve
+
+    def half_then_fail(self, fname, **kwargs):
+        fname.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        loss_curve(tmp_path / "loss.png", [1, 2], [1.0, 0.5])
+    assert list(tmp_path.iterdir()) == []
