@@ -164,51 +164,43 @@ def test_the_checker_sees_an_upward_import_and_a_circle(tmp_path):
     assert _imports(fake["mlgrad.runs"], fake) == set()
 
 
+def _cli_in_a_fresh_interpreter(calls: str, shown: str) -> str:
+    """The last line a fresh Python prints after ``calls`` (mlgrad.cli's ``main`` calls,
+    their results as ``codes``) and ``print(shown)``, with ``sys`` imported."""
+    script = f"import sys\nfrom mlgrad.cli import main\ncodes = {calls}\nprint({shown})\n"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
 def test_help_answers_without_importing_jax():
     """``mlgrad --help``, each command's ``--help`` and an argument error need no JAX."""
-    script = (
-        "import sys\n"
-        "from mlgrad.cli import main\n"
-        "codes = [main(a) for a in (['--help'], ['train', '--help'], ['eval', '--help'],"
-        " ['sweep', '--help'], ['draw', '--help'], ['trian'], ['train'])]\n"
-        "print(codes, 'jax' in sys.modules, 'mlgrad.runs' in sys.modules)\n"
+    calls = (
+        "[main(a) for a in (['--help'], ['train', '--help'], ['eval', '--help'],"
+        " ['sweep', '--help'], ['draw', '--help'], ['trian'], ['train'])]"
     )
-    out = (
-        subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    assert out == "[0, 0, 0, 0, 0, 2, 2] False False"
+    shown = "codes, 'jax' in sys.modules, 'mlgrad.runs' in sys.modules"
+    assert _cli_in_a_fresh_interpreter(calls, shown) == "[0, 0, 0, 0, 0, 2, 2] False False"
 
 
 def test_config_errors_answer_without_importing_jax():
     """A config or override mistake (the schema's keys, types and ranges) is found before
     JAX is imported (issue J: 0.4 s, against 1.6 s with JAX's import)."""
-    script = (
-        "import sys\n"
-        "from mlgrad.cli import main\n"
-        "codes = [main(a) for a in (['train', 'linear_regression', 'train.stepz=3'],"
+    calls = (
+        "[main(a) for a in (['train', 'linear_regression', 'train.stepz=3'],"
         " ['train', 'linear_regression', 'train.steps=-1'], ['train', 'no_such_config'],"
-        " ['sweep', 'linear_regression', 'train.stepz=1,2'])]\n"
-        "print(codes, 'jax' in sys.modules)\n"
+        " ['sweep', 'linear_regression', 'train.stepz=1,2'])]"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
-    assert done.stdout.strip().splitlines()[-1] == "[2, 2, 2, 2] False", done.stderr
+    shown = "codes, 'jax' in sys.modules"
+    assert _cli_in_a_fresh_interpreter(calls, shown) == "[2, 2, 2, 2] False"
 
 
 def test_a_dry_run_needs_neither_orbax_nor_matplotlib():
     """``--dry-run`` builds the model (JAX) but writes nothing: no checkpointing, figures or
     event files are imported (issue J, item 2)."""
-    script = (
-        "import sys\n"
-        "from mlgrad.cli import main\n"
-        "code = main(['train', 'linear_regression', '--dry-run', '-q'])\n"
-        "print(code, [m for m in ('orbax', 'matplotlib', 'tensorboardX') if m in sys.modules])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
-    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr
+    calls = "main(['train', 'linear_regression', '--dry-run', '-q'])"
+    shown = "codes, [m for m in ('orbax', 'matplotlib', 'tensorboardX') if m in sys.modules]"
+    assert _cli_in_a_fresh_interpreter(calls, shown) == "0 []"
 
 
 def test_the_console_script_help_does_not_import_jax():
