@@ -46,8 +46,9 @@ def fitted_title(title: str, chars: int = TITLE_CHARS) -> tuple[str, float]:
     name and optimizer, for example), else wrapped at that size: ``(text, font size)``."""
     if len(title) <= chars:
         return title, TITLE_SIZE
-    size = max(TITLE_SIZE * chars / len(title), 0.75 * TITLE_SIZE)
-    return textwrap.fill(title, int(chars * TITLE_SIZE / size)), size
+    if len(title) <= chars / 0.75:  # one line in a smaller font
+        return title, TITLE_SIZE * chars / len(title)
+    return textwrap.fill(title, int(chars / 0.75)), 0.75 * TITLE_SIZE
 
 
 def loss_curve(

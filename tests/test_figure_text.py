@@ -19,6 +19,14 @@ def test_a_run_title_stays_on_one_line_in_a_smaller_font():
     assert text == title and 0.75 * TITLE_SIZE <= size < TITLE_SIZE
 
 
+def test_a_title_just_over_the_width_is_not_wrapped_by_rounding():
+    """59 characters (the ice-cream fit's title): one line at 56/59 of the size, not two
+    (an int() of the width in a smaller font used to fall one short)."""
+    title = "Ice-cream consumption against mean temperature: fitted line"
+    text, size = fitted_title(title)
+    assert text == title and size == pytest.approx(TITLE_SIZE * 56 / 59)
+
+
 def test_short_titles_keep_the_font_and_very_long_ones_wrap():
     assert fitted_title("Loss curve: ice_cream") == ("Loss curve: ice_cream", TITLE_SIZE)
     text, size = fitted_title("word " * 40)
