@@ -4,7 +4,9 @@
 EVENT, to simulate a crash there; unset (always, outside the tests) every kill point is one
 environment lookup. Events: ``write`` (an atomic file write: temporary file complete, not yet
 renamed), ``chunk`` (a compiled chunk done, before its metrics and checkpoint),
-``checkpoint_tmp`` (orbax wrote a checkpoint's temporary directory, not yet committed) and
+``checkpoint_tmp`` (orbax wrote a checkpoint's temporary directory, not yet committed),
+``checkpoint_async`` (the same moment of an asynchronous save, in orbax's background thread
+while the run trains on: its files written and finalized, the commit next) and
 ``checkpoint_saved`` (a checkpoint committed).
 
 This module imports nothing of mlgrad, so any layer can call it without knowing the tests.

@@ -159,3 +159,25 @@ def test_an_asynchronous_failure_surfaces_at_the_wait(tmp_path, monkeypatch):
             ckpt.wait()
     ckpt.close()
     assert checkpoint.all_steps(tmp_path) == [1]
+
+
+def test_a_failed_background_write_is_not_listed(tmp_path, monkeypatch):
+    """An asynchronous save that fails in orbax's background thread (after the save call
+    returned): the wait raises, and neither this writer nor a reader lists its step."""
+    good = fresh_state()._replace(step=jnp.asarray(1, jnp.int32))
+    ckpt = Checkpointer(tmp_path, keep=2, asynchronous=True)
+    ckpt.save(good)
+    ckpt.wait()
+
+    def disk_full(self, directory):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(ocp.StandardCheckpointHandler, "finalize", disk_full)
+        ckpt.save(good._replace(step=jnp.asarray(2, jnp.int32)))  # returns: the write goes on
+        with pytest.raises(CheckpointError, match=r"step 2.*No space left"):
+            ckpt.wait()
+    assert ckpt.all_steps() == [1] == checkpoint.all_steps(tmp_path)
+    ckpt.save(good._replace(step=jnp.asarray(3, jnp.int32)))
+    assert ckpt.all_steps() == [1, 3] == checkpoint.all_steps(tmp_path)
+    ckpt.close()

@@ -114,18 +114,21 @@ def _spawn(out: Path, kill_at: str | None) -> subprocess.Popen:
 # Kill points: EVENT:N of the test hook, or "after:SECONDS" (a SIGKILL from outside).
 # A run of CRASH makes 11 checkpoint saves, 50 chunks and about 14 atomic file writes
 # (config.yaml, metrics.jsonl at the start and at each checkpoint, summary.json).
-KILLS_CI = ["write:1", "chunk:23"]
+# checkpoint_async: killed inside an asynchronous save, in orbax's background thread (files
+# written, not committed) while the run trains the next chunk.
+KILLS_CI = ["write:1", "chunk:23", "checkpoint_async:3"]
 _rng = random.Random(5)
 KILLS_SLOW = [
     "checkpoint_tmp:3",
     "checkpoint_saved:11",
     *(f"checkpoint_tmp:{n}" for n in (1, 2, 6, 10, 11)),
+    *(f"checkpoint_async:{n}" for n in (1, 2, 7, 11)),
     *(f"write:{n}" for n in (2, 3, 7, 12, 13)),
     *(f"chunk:{n}" for n in (1, 5, 38, 50)),
     *(f"checkpoint_saved:{n}" for n in (1, 2, 7)),
     # Best effort: a fresh process starts (imports JAX) in about 1.5-2 s and trains in about
     # 0.5 s, so these mostly land in training or a write; one that finishes first still must
-    # leave a complete run. The 21 hook points above are the deterministic ones.
+    # leave a complete run. The 26 hook points (these and KILLS_CI) are the deterministic ones.
     *(f"after:{_rng.uniform(1.6, 2.9):.2f}" for _ in range(6)),
 ]
 assert len(KILLS_CI) + len(KILLS_SLOW) >= 20

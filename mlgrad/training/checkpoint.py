@@ -158,11 +158,25 @@ def _preservation(keep: int | None) -> Any:
 def _options(
     keep: int | None, *, write: bool, asynchronous: bool = False
 ) -> ocp.CheckpointManagerOptions:
+    """The manager's options.
+
+    Test hook (only with ``$MLGRAD_TEST_KILL_AT=checkpoint_async:N``, see
+    :func:`mlgrad._faults.kill_point`): an asynchronous save reaches the ``checkpoint_async``
+    kill point in orbax's background thread, its files written and finalized, just before
+    the commit (rename), while the run goes on training.
+    """
+    asynchronous = write and asynchronous
+    async_options = None
+    if asynchronous and _faults.armed("checkpoint_async"):
+        async_options = ocp.AsyncOptions(
+            post_finalization_callback=lambda: _faults.kill_point("checkpoint_async")
+        )
     return ocp.CheckpointManagerOptions(
         preservation_policy=_preservation(keep),
         create=write,
         # synchronous: "saved" means complete on disk; asynchronous: once waited for
-        enable_async_checkpointing=write and asynchronous,
+        enable_async_checkpointing=asynchronous,
+        async_options=async_options,
         # A writer removes the leftovers of a save that was killed or failed; a reader must
         # not (it could delete the temporary directory of a save in progress elsewhere).
         cleanup_tmp_directories=write,
@@ -320,6 +334,10 @@ class Checkpointer:
         self._writable = False
         self._alias: Path | None = None  # a plain-named symlink orbax sees (_orbax_path)
         self._pending: int | None = None  # the step of a save not waited for yet
+        # A writer's manager knows the steps: it listed them when opened and tracks its own
+        # saves and deletions (the directory has one writer), so listing re-reads the
+        # directory only after a failed save, whose step the manager may still list.
+        self._listing_current = False
 
     def _open(self, *, write: bool) -> ocp.CheckpointManager | None:
         """The orbax manager (None when reading a directory that does not exist)."""
@@ -335,6 +353,7 @@ class Checkpointer:
                 item_handlers=_handler(),
             )
             self._writable = write
+            self._listing_current = write
         return self._manager
 
     def open_for_writing(self) -> Checkpointer:
@@ -359,7 +378,9 @@ class Checkpointer:
         manager = self._open(write=False)
         if manager is None:
             return []
-        manager.reload()
+        if not (self._writable and self._listing_current):
+            manager.reload()  # a reader: the directory as it is now
+            self._listing_current = self._writable
         return sorted(manager.all_steps())
 
     def latest_step(self) -> int | None:
@@ -399,6 +420,7 @@ class Checkpointer:
         except CheckpointError:
             raise
         except Exception as e:
+            self._listing_current = False
             raise CheckpointError(
                 f"writing the checkpoint of step {step} to {self.directory} failed: {e}. "
                 "The earlier checkpoints are intact."
@@ -417,6 +439,7 @@ class Checkpointer:
         try:
             self._manager.wait_until_finished()
         except Exception as e:
+            self._listing_current = False
             raise CheckpointError(
                 f"writing the checkpoint of step {step} to {self.directory} failed: {e}. "
                 "The earlier checkpoints are intact."
