@@ -48,6 +48,7 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 
 from mlgrad import backprop, derivatives, expansions, jacobians
+from mlgrad._atomic import save_figure
 
 __all__ = [
     "DrawError",
@@ -146,15 +147,14 @@ def save(picture: Figure, path: str | Path) -> Path:
     if not dot and suffix not in FORMATS:
         known = ", ".join(FORMATS) + (", .dot" if isinstance(picture, GraphPicture) else "")
         raise DrawError(f"{path}: unknown picture format {suffix or '(no suffix)'!r}; use {known}.")
+    if not dot:
+        return save_figure(picture, path, suffix[1:])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     try:
         with os.fdopen(fd, "wb") as fh:
-            if dot:
-                fh.write(cast(GraphPicture, picture).to_dot().encode("utf-8"))
-            else:
-                picture.savefig(fh, format=suffix[1:])
+            fh.write(cast(GraphPicture, picture).to_dot().encode("utf-8"))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

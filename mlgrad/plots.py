@@ -423,12 +423,13 @@ def _trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    """The PNG written atomically (:func:`mlgrad.draw.save`: a complete file or none); a path
-    without the ``.png`` suffix is a caller's own temporary file, written as it is."""
+    """The PNG written atomically (:func:`mlgrad._atomic.save_figure`: a complete file or
+    none); a path without the ``.png`` suffix is a caller's own temporary file, written as it
+    is."""
     if path.suffix.lower() != ".png":
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="png")
         return path
-    from mlgrad.draw import save
+    from mlgrad._atomic import save_figure
 
-    return save(fig, path)
+    return save_figure(fig, path, "png")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgrad import _faults
+from mlgrad._atomic import is_leftover, temporary
 from mlgrad.runs.errors import RunError, UsageError
 
 #: The lock file of a run directory (:class:`RunDirLock`); removed when its owner finishes.
@@ -91,25 +91,6 @@ def check_can_create(path: Path) -> None:
         )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"cannot create output directory {path}: {parent} is not writable.")
-
-
-def _token(directory: Path) -> str:
-    """A token of ``directory`` (its absolute path) that names its temporary files."""
-    return hashlib.sha1(str(directory.absolute()).encode()).hexdigest()[:8]
-
-
-def temporary(path: Path) -> Path:
-    """The temporary file an atomic write of ``path`` goes through."""
-    return path.with_name(f".{path.name}.mlgrad-tmp-{_token(path.parent)}-{os.getpid()}")
-
-
-def is_leftover(path: Path) -> bool:
-    """Whether ``path`` is the temporary file of an atomic write into its directory that was
-    killed (see :func:`temporary`): a run killed while writing its first file leaves only
-    that, and the directory still counts as empty. The token is the directory's own, so a
-    user's file that merely looks temporary is never taken for one."""
-    head, sep, tail = path.name.rpartition(f".mlgrad-tmp-{_token(path.parent)}-")
-    return bool(sep) and head.startswith(".") and tail.isdigit()
 
 
 def is_empty(path: Path) -> bool:
