@@ -1,5 +1,5 @@
 """``python -m mlgrad`` is the ``mlgrad`` command."""
 
-from mlgrad.cli import main
+from mlgrad.cli import console
 
-raise SystemExit(main())
+console()

@@ -6,8 +6,10 @@ environment lookup. Events: ``write`` (an atomic file write: temporary file comp
 renamed), ``chunk`` (a compiled chunk done, before its metrics and checkpoint),
 ``checkpoint_tmp`` (orbax wrote a checkpoint's temporary directory, not yet committed),
 ``checkpoint_async`` (the same moment of an asynchronous save, in orbax's background thread
-while the run trains on: its files written and finalized, the commit next) and
-``checkpoint_saved`` (a checkpoint committed).
+while the run trains on: its files written and finalized, the commit next),
+``checkpoint_saved`` (a checkpoint committed), ``figure`` (a figure's temporary file complete,
+not yet renamed) and ``figures`` (the run's figures handed to the figure worker, being
+rendered).
 
 This module imports nothing of mlgrad, so any layer can call it without knowing the tests.
 """

@@ -1,22 +1,24 @@
-"""Helpers shared by the example models: scaling statistics and figure conventions."""
+"""Helpers shared by the example models: scaling statistics, and the figure conventions of
+:mod:`mlgrad.models._figures` (re-exported here)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-TITLE_SIZE = 13
-LABEL_SIZE = 12
-TICK_SIZE = 10
-DPI = 150
-
-_UNIT = re.compile(r"^(.*?)\s*\(([^()]*)\)\s*$")
+from mlgrad.models._figures import DPI as DPI
+from mlgrad.models._figures import LABEL_SIZE as LABEL_SIZE
+from mlgrad.models._figures import TICK_SIZE as TICK_SIZE
+from mlgrad.models._figures import TITLE_SIZE as TITLE_SIZE
+from mlgrad.models._figures import eval_split as eval_split
+from mlgrad.models._figures import figure as figure
+from mlgrad.models._figures import save as save
+from mlgrad.models._figures import split_label as split_label
+from mlgrad.models._figures import style as style
+from mlgrad.models._figures import subsample as subsample
 
 
 def scaling(x_train: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -64,51 +66,3 @@ def affine(x_train: np.ndarray, standardize: bool) -> Affine:
         return w / scale64, np.asarray(b, np.float64) - (w * (mean64 / scale64)).sum(-1)
 
     return Affine(init, apply, to_data_units)
-
-
-def split_label(label: str) -> tuple[str, str | None]:
-    """Splits "mean temperature (°F)" into ("mean temperature", "°F")."""
-    m = _UNIT.match(label)
-    return (m.group(1), m.group(2)) if m else (label, None)
-
-
-def figure(width: float = 6.4, height: float = 4.8) -> Any:
-    """A matplotlib Figure that needs no pyplot and no global backend."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def style(ax: Any, title: str | None, xlabel: str, ylabel: str) -> None:
-    """Sets a title and axis labels in legible sizes."""
-    if title:
-        # One line in a font down to 3/4 size, else wrapped: never off a 6.4-inch figure.
-        from mlgrad.plots import fitted_title
-
-        text, size = fitted_title(title)
-        ax.set_title(text, fontsize=size)
-    ax.set_xlabel(xlabel, fontsize=LABEL_SIZE)
-    ax.set_ylabel(ylabel, fontsize=LABEL_SIZE)
-    ax.tick_params(labelsize=TICK_SIZE)
-
-
-def save(fig: Any, out_dir: Path | str, name: str) -> Path:
-    """Writes ``fig`` as ``out_dir/name`` (PNG, atomically: :func:`mlgrad.draw.save`) and
-    returns the path."""
-    from mlgrad.draw import save as save_atomically
-
-    return save_atomically(fig, Path(out_dir) / name)
-
-
-def eval_split(data: Any) -> tuple[np.ndarray, np.ndarray, str]:
-    """The validation split if there is one, else the training split, and its name."""
-    if data.x_val is not None:
-        return np.asarray(data.x_val), np.asarray(data.y_val), "validation"
-    return np.asarray(data.x_train), np.asarray(data.y_train), "training"
-
-
-def subsample(n: int, max_points: int) -> np.ndarray:
-    """At most ``max_points`` indices of ``range(n)``, spread evenly, always the first and last."""
-    if n <= max_points:
-        return np.arange(n)
-    return np.unique(np.round(np.geomspace(1, n, max_points)).astype(int) - 1)

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from mlgrad.models._common import eval_split, figure, save
+from mlgrad.models import _figures
+from mlgrad.models._common import eval_split
 
+from mlgrad._figure_worker import render
 from mlgrad.registry import Model, ModelConfigError
 
 __all__ = ["ACTIVATIONS", "INITIALIZERS", "Config", "build"]
@@ -173,44 +174,16 @@ def build(cfg: Config, data: Any) -> Model:
         x, _, split = eval_split(data)
         recon = np.asarray(apply(params, jnp.asarray(x)))
         whole = float(np.mean((recon - x) ** 2))  # the split's loss (val_loss on validation)
-        return [_plot_reconstructions(x[:16], recon[:16], split, whole, out_dir)]
+        return [
+            render(
+                out_dir / "reconstructions.png",
+                _figures.reconstructions,
+                x[:16],
+                recon[:16],
+                split,
+                whole,
+                out_dir,
+            )
+        ]
 
     return Model(init=init, apply=apply, loss=loss, metrics=metrics, report=report, plots=plots)
-
-
-def _plot_reconstructions(
-    x: np.ndarray, recon: np.ndarray, split: str, whole: float, out_dir: Path
-) -> Path:
-    n, p = x.shape
-    side = math.isqrt(p)
-    cols = 8
-    pairs = -(-n // cols)
-    fig = figure(1.3 * cols, 2.7 * pairs + 0.9)
-    err = float(np.mean((recon - x) ** 2))
-    fig.suptitle(
-        f"Originals (upper) and reconstructions (lower) of {n} {split} images\n"
-        f"mean squared error {err:.4f} (on the whole {split} split: {whole:.4f})",
-        fontsize=13,
-    )
-    grid = fig.add_gridspec(2 * pairs, cols)
-    vmin, vmax = min(float(x.min()), 0.0), max(float(x.max()), 1.0)
-    for i in range(n):
-        r, c = 2 * (i // cols), i % cols
-        for row, img, name in ((r, x[i], "original"), (r + 1, recon[i], "reconstruction")):
-            ax = fig.add_subplot(grid[row, c])
-            if side * side == p:
-                ax.imshow(
-                    img.reshape(side, side),
-                    cmap="gray_r",
-                    vmin=vmin,
-                    vmax=vmax,
-                    interpolation="nearest",
-                )
-                ax.set_xticks([])
-                ax.set_yticks([])
-            else:
-                ax.plot(img, lw=1)
-                ax.tick_params(labelsize=7)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=9)
-    return save(fig, out_dir, "reconstructions.png")

@@ -21,8 +21,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from mlgrad.models._common import affine, eval_split, figure, save, style
+from mlgrad.models import _figures
+from mlgrad.models._common import affine, eval_split
 
+from mlgrad._figure_worker import render
 from mlgrad.registry import Model, ModelConfigError
 
 __all__ = ["Config", "build"]
@@ -114,40 +116,20 @@ def build(cfg: Config, data: Any) -> Model:
         del fit_result
         x, y, split = eval_split(data)
         p = np.asarray(apply(params, jnp.asarray(x)), np.float64)
-        return [_plot_probabilities(p, y, split, data, out_dir)]
+        target = data.target_name
+        names = {
+            c: data.labels.get(f"{target}={c}", ("not " if c == 0 else "") + target) for c in (0, 1)
+        }
+        return [
+            render(
+                out_dir / "probabilities.png",
+                _figures.probabilities,
+                p,
+                np.asarray(y),
+                split,
+                names,
+                out_dir,
+            )
+        ]
 
     return Model(init=init, apply=apply, loss=loss, metrics=metrics, report=report, plots=plots)
-
-
-def _plot_probabilities(p: np.ndarray, y: np.ndarray, split: str, data: Any, out_dir: Path) -> Path:
-    fig = figure()
-    ax = fig.add_subplot()
-    bins = np.linspace(0.0, 1.0, 26)
-    accuracy = float(np.mean((p > 0.5) == (y > 0.5)))
-    target = data.target_name
-    names = {
-        c: data.labels.get(f"{target}={c}", ("not " if c == 0 else "") + target) for c in (0, 1)
-    }
-    for cls, color in ((0, "C0"), (1, "C1")):
-        sel = p[y == cls]
-        ax.hist(
-            sel,
-            bins=bins,
-            color=color,
-            alpha=0.6,
-            edgecolor="black",
-            linewidth=0.5,
-            label=f"true class {cls} ({names[cls]}), {len(sel)} examples",
-        )
-    ax.axvline(
-        0.5, color="black", ls="--", lw=1.5, label=f"threshold 0.5 (accuracy {accuracy:.3f})"
-    )
-    ax.legend(fontsize=10, loc="upper center")
-    ax.grid(alpha=0.3)
-    style(
-        ax,
-        f"Predicted probabilities by true class ({split} split)",
-        f"predicted probability of class 1 ({names[1]})",
-        "number of examples",
-    )
-    return save(fig, out_dir, "probabilities.png")

@@ -217,6 +217,68 @@ def test_sigterm_stops_a_run_at_its_next_chunk_with_a_checkpoint(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# killed while the figures are drawn (by the figure worker): no half figure, resume redraws
+
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def _figure_workers_of(pid: int) -> list[int]:
+    """The figure worker processes (and their children) started by process ``pid``."""
+    from mlgrad._figure_worker import MARKER
+
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if MARKER.encode() in words and str(pid).encode() in words:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="lists processes in /proc")
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        "figures:1",  # the main process, its figures handed to the worker and being drawn
+        "figure:1",  # the processes drawing the figures, each with its PNG written to a
+        # temporary file not yet renamed
+    ],
+)
+def test_killed_while_drawing_figures_leaves_no_half_figure_and_resume_redraws(kill_at, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(rundir.__file__).resolve().parents[2])}
+    env[KILL_ENV] = kill_at
+    argv = [sys.executable, "-m", "mlgrad", "train", str(LR), "--out", str(out), "-q"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, err_bytes = proc.communicate(timeout=300)
+    err = err_bytes.decode()
+    assert "Traceback" not in err
+    if kill_at == "figures:1":
+        assert proc.returncode == -signal.SIGKILL, err
+    else:  # the figures' processes died: a write failure of the run (exit 1), said plainly
+        assert proc.returncode == 1, err
+        assert "figure's process stopped (killed by signal 9)" in err, err
+    deadline = time.monotonic() + 30  # an orphaned worker finishes the figure in hand, exits
+    while _figure_workers_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _figure_workers_of(proc.pid)  # no stray process
+    for png in out.glob("*.png"):  # any figure there is whole
+        data = png.read_bytes()
+        assert data.startswith(_PNG_START) and data.endswith(_PNG_END), png
+    assert not (out / "report.html").exists()  # written only once the figures are
+
+    assert main(["train", str(LR), "--out", str(out), "-q", "--resume"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"loss.png", "fit.png", "loss_surface.png", "report.html", "summary.json"} <= names
+    for name in ("loss.png", "fit.png", "loss_surface.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(_PNG_START) and data.endswith(_PNG_END), name
+    assert not list(out.rglob("*tmp*"))  # the killed writes' temporary files are removed
+
+
+# ---------------------------------------------------------------------------------------------
 # stopping and killing a sweep: it continues with --resume, bit for bit
 
 #: Four runs of 20,000 mini-batch steps (about a second of training; two or three chunks), a

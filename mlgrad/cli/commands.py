@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from mlgrad import runs
+from mlgrad import _figure_worker, runs
+from mlgrad.cli import started_up
 from mlgrad.runs.text import format_metrics
 
 
@@ -22,20 +24,27 @@ def train(args: argparse.Namespace) -> int:
         flag = "--resume" if args.resume else "--auto-resume"
         raise runs.UsageError(f"{flag} needs --out DIR, the run directory to continue.")
     resume: bool | str = "auto" if args.auto_resume else args.resume
-    runs.join_processes(
-        args.coordinator, args.num_processes, args.process_id, timeout_s=args.join_timeout
-    )
-    primary = runs.runtime.is_primary()  # process 0 speaks and writes for the run
-    console = runs.Console(quiet=args.quiet or not primary)
-    plan = runs.prepare_run(args.config, args.out, overrides=args.overrides, resume=resume)
-    for warning in plan.warnings if primary else ():
-        console.warning(f"warning: {warning}")
-    if args.dry_run:
-        if primary:
-            sys.stdout.write(to_yaml(plan.setup.cfg))
-        console.info(f"dry run: config and data are valid ({plan.setup.data!r}); nothing written.")
-        return 0
-    summary = runs.train_run(plan, plots=not args.no_plots, console=console)
+    # The figures are drawn by a worker process that imports matplotlib while this one imports
+    # JAX and trains (one process per run: not with several).
+    single = args.coordinator is None and not os.environ.get("JAX_COORDINATOR_ADDRESS")
+    with _figure_worker.started(single and not (args.no_plots or args.dry_run)):
+        runs.join_processes(
+            args.coordinator, args.num_processes, args.process_id, timeout_s=args.join_timeout
+        )
+        primary = runs.runtime.is_primary()  # process 0 speaks and writes for the run
+        console = runs.Console(quiet=args.quiet or not primary)
+        plan = runs.prepare_run(args.config, args.out, overrides=args.overrides, resume=resume)
+        started_up()  # JAX, the config, the data and the model are in
+        for warning in plan.warnings if primary else ():
+            console.warning(f"warning: {warning}")
+        if args.dry_run:
+            if primary:
+                sys.stdout.write(to_yaml(plan.setup.cfg))
+            console.info(
+                f"dry run: config and data are valid ({plan.setup.data!r}); nothing written."
+            )
+            return 0
+        summary = runs.train_run(plan, plots=not args.no_plots, console=console)
     if summary is not None:
         metrics = format_metrics(summary["metrics"])
         print(f"done: {summary['steps']} steps, {metrics} -> {summary['run_dir']}")

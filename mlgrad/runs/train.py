@@ -52,7 +52,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlgrad import _faults
+from mlgrad import _faults, _figure_worker
 from mlgrad.runs import rundir, runtime
 from mlgrad.runs.console import Console
 from mlgrad.runs.errors import Interrupted, RunError, UsageError, out_of_memory_is_a_run_error
@@ -664,6 +664,8 @@ class _Training:
         try:
             if self.plots:
                 self._loss_figure(diverged_at=step)
+                for error in _figure_worker.wait().values():
+                    raise error
             write_report(self.run_dir, summary)
         except Exception as e:
             self.console.warning(f"warning: the diverged run's figures failed ({e})")
@@ -671,22 +673,28 @@ class _Training:
     # -- after training -------------------------------------------------------------------
 
     def _finish(self, state: Any, result: Any, start: int, *, plots: bool) -> dict[str, Any]:
-        """The summary and the figures (process 0 only)."""
+        """The summary and the figures (process 0 only). With a figure worker the figures are
+        handed to it first and drawn while the summary is written; report.html (which embeds
+        them) waits for them."""
         params = state.params
         if self.setup.mesh is not None:  # one local copy of the replicated parameters
             from mlgrad.training.parallel import host_values
 
             params = host_values(params)
         try:
+            early = plots and _figure_worker.active()
+            figures = self._plots(params, result) if early else None
             summary = self._summary(state, params, start)
             self.log.flush(force=True)
             rundir.write_atomic(self.run_dir / "summary.json", rundir.to_json(summary))
-            figures = self._plots(params, result) if plots else []
+            if figures is None:
+                figures = self._plots(params, result) if plots else ([], [])
+            written = self._figures_written(*figures)
             write_report(self.run_dir)
         except OSError as e:
             raise RunError(f"writing the run directory {self.run_dir} failed: {e}") from None
-        if figures:
-            self.console.info(f"figures: {', '.join(p.name for p in figures)}")
+        if written:
+            self.console.info(f"figures: {', '.join(p.name for p in written)}")
         return summary
 
     def _summary(self, state: Any, params: Any, start: int) -> dict[str, Any]:
@@ -708,20 +716,38 @@ class _Training:
             "provenance": self.provenance,
         }
 
-    def _plots(self, params: Any, result: Any) -> list[Path]:
+    def _plots(self, params: Any, result: Any) -> tuple[list[Path], list[Path]]:
         """loss.png, sharpness.png (with ``train.sharpness_every``) and the model's own
-        figures; a model's plotting bug is only a warning."""
+        figures, drawn or handed to the figure worker: (the run's, the model's). A model's
+        plotting bug is only a warning."""
         setup = self.setup
-        figures = [self._loss_figure()]
+        own = [self._loss_figure()]
         if self.cfg.train.sharpness_every:
-            figures.append(self._sharpness_figure())
+            own.append(self._sharpness_figure())
+        model: list[Path] = []
         try:
-            figures += list(setup.model.plots(params, setup.data, result, self.run_dir))
+            model = [Path(f) for f in setup.model.plots(params, setup.data, result, self.run_dir)]
         except OSError:
             raise
         except Exception as e:  # a figure must not lose a finished run
-            self.console.info(f"warning: the model's plots failed ({type(e).__name__}: {e})")
-        return [Path(f) for f in figures]
+            self._model_plots_failed(e)
+        _faults.kill_point("figures")  # with a worker: the figures are being drawn
+        return own, model
+
+    def _figures_written(self, own: list[Path], model: list[Path]) -> list[Path]:
+        """Waits for the figure worker (if any): a figure of the run's that failed raises as
+        it would have drawn here; a model's that failed is a warning. Returns the written."""
+        failures = _figure_worker.wait()
+        for path, error in failures.items():
+            if isinstance(error, OSError) or path not in model:
+                raise error
+        for path in model:
+            if path in failures:
+                self._model_plots_failed(failures[path])
+        return [p for p in own + model if p not in failures]
+
+    def _model_plots_failed(self, e: BaseException) -> None:
+        self.console.info(f"warning: the model's plots failed ({type(e).__name__}: {e})")
 
     def _title(self, what: str) -> str:
         from mlgrad.config import optimizer_label
@@ -732,9 +758,11 @@ class _Training:
     def _loss_figure(self, diverged_at: int | None = None) -> Path:
         from mlgrad import plots
 
-        batch = self.cfg.train.batch_size
-        return plots.loss_curve(
-            self.run_dir / "loss.png",
+        batch, path = self.cfg.train.batch_size, self.run_dir / "loss.png"
+        return _figure_worker.render(
+            path,
+            plots.loss_curve,
+            path,
             *self.log.curve("train_loss"),
             *self.log.curve("val_loss"),
             title=self._title("Loss curve"),
@@ -765,8 +793,11 @@ class _Training:
                 nesterov=bool(optimizer.get("nesterov")),
             )
             limit_steps, limits, label = lr_steps, rule.limit / np.asarray(lrs), rule.formula
-        return plots.sharpness_curve(
-            self.run_dir / "sharpness.png",
+        path = self.run_dir / "sharpness.png"
+        return _figure_worker.render(
+            path,
+            plots.sharpness_curve,
+            path,
             steps,
             values,
             limit_steps,
