@@ -113,17 +113,38 @@ def optimizer_names() -> tuple[str, ...]:
     """The optax optimizers a config may name: public optax functions taking ``learning_rate``."""
     import optax
 
-    names = []
-    for name in dir(optax):
-        fn = getattr(optax, name)
-        if name.startswith("_") or name in _NOT_OPTIMIZERS or not inspect.isfunction(fn):
-            continue
-        try:
-            if "learning_rate" in inspect.signature(fn).parameters:
-                names.append(name)
-        except (TypeError, ValueError):  # pragma: no cover - no signature
-            continue
-    return tuple(sorted(names))
+    return tuple(sorted(name for name in dir(optax) if _is_optimizer(name)))
+
+
+@functools.cache
+def _is_optimizer(name: str) -> bool:
+    """Whether ``name`` is one of :func:`optimizer_names` (checked alone: listing them all
+    inspects every optax function, a tenth of a second on a run's start)."""
+    import optax
+
+    if name.startswith("_") or name in _NOT_OPTIMIZERS or name not in dir(optax):
+        return False
+    fn = getattr(optax, name)
+    if not inspect.isfunction(fn):
+        return False
+    try:
+        return "learning_rate" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - no signature
+        return False
+
+
+class _OptimizerNames(Sequence[str]):
+    """:func:`optimizer_names` as ``_single_spec`` uses them: a name is checked alone, the
+    whole list is made only for an error message."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _is_optimizer(name)
+
+    def __getitem__(self, i: Any) -> Any:
+        return optimizer_names()[i]
+
+    def __len__(self) -> int:
+        return len(optimizer_names())
 
 
 @functools.cache
@@ -407,7 +428,7 @@ def optimizer_spec(
         )
     if "chain" in cfg:
         return _chain_spec(cfg, steps=steps, prefix=prefix, dtype=dtype)
-    return _single_spec(cfg, optimizer_names(), steps=steps, prefix=prefix, dtype=dtype)
+    return _single_spec(cfg, _OptimizerNames(), steps=steps, prefix=prefix, dtype=dtype)
 
 
 def _single_spec(
