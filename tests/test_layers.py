@@ -29,6 +29,7 @@ LAYERS = [
             "mlgrad.curvature_plots",
             "mlgrad.models",
             "mlgrad.configs",
+            "mlgrad._figure_worker",
         ),
     ),
     ("library", ("mlgrad.registry",)),
@@ -44,7 +45,16 @@ LAYERS = [
         ),
     ),
     ("calculus", ("mlgrad.backprop",)),
-    ("helpers", ("mlgrad._validation", "mlgrad._series", "mlgrad._faults", "mlgrad._version")),
+    (
+        "helpers",
+        (
+            "mlgrad._validation",
+            "mlgrad._series",
+            "mlgrad._faults",
+            "mlgrad._version",
+            "mlgrad._atomic",
+        ),
+    ),
 ]
 # The package's facade re-exports (lazily); only the command line imports it (its version).
 FACADE = "mlgrad"

@@ -20,6 +20,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from mlgrad.cli import _startup
+from mlgrad.cli._startup import started_up
 from mlgrad.cli.parsers import parse
 
 EXIT_OK = 0
@@ -93,20 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-#: The collector is held off for the program's start-up (:func:`console`).
-_starting = False
-
-
-def started_up() -> None:
-    """The program's start-up is over (its imports are done): the objects made so far are
-    frozen (they live until the end; collections skip them) and the collector runs again."""
-    global _starting
-    if _starting:
-        _starting = False
-        gc.freeze()
-        gc.enable()
-
-
 def console() -> None:
     """The ``mlgrad`` program (the console script, ``python -m mlgrad``): :func:`main`, then
     exit with its code.
@@ -118,10 +106,8 @@ def console() -> None:
     them either (0.3-0.5 s of a run otherwise). Only here: :func:`main` called from Python
     leaves the caller's collector alone.
     """
-    global _starting
     if gc.isenabled():
-        gc.disable()
-        _starting = True
+        _startup.hold_collector()
     try:
         code = main()
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgrad import _figure_worker, runs
-from mlgrad.cli import started_up
+from mlgrad.cli._startup import started_up
 from mlgrad.runs.text import format_metrics
 
 
