@@ -157,6 +157,28 @@ def test_minibatch_order_is_the_fold_in_permutation():
         np.testing.assert_array_equal(grad, expected)
 
 
+@pytest.mark.parametrize(
+    ("n", "batch", "drop"),
+    [(1437, 128, False), (1437, 128, True), (1700, 500, False), (5, 2, False), (1, 1, False)],
+)
+def test_host_sorted_orders_are_the_permutations(n, batch, drop):
+    """On a CPU fit sorts the epochs' shuffles with NumPy: row j of its orders is still
+    ``permutation(fold_in(key, first + j), n)`` (1700 examples take the permutation's second
+    round), padded with the epoch's first examples or cut to whole batches (drop)."""
+    fit_module = importlib.import_module("mlgrad.training.fit")
+    plan = fit_module._Batching(n, batch, n % batch != 0 and not drop, drop=drop)
+    width = plan.per_epoch * batch
+    for key in (jax.random.PRNGKey(0), jax.random.key(3)):
+        orders = fit_module._host_epoch_orders(key, 5, 3, plan=plan, count=4)
+        assert orders.shape == (4, width) and orders.dtype == np.int32
+        for j in range(3):
+            perm = epoch_order(key, 5 + j, n)
+            np.testing.assert_array_equal(
+                orders[j], np.resize(perm, width) if width > n else perm[:width]
+            )
+        np.testing.assert_array_equal(orders[3], 0)  # not needed: left zero
+
+
 def test_ragged_batches_cover_each_epoch_once():
     """10 examples, B = 4: batches of 4, 4, 2 real examples; each epoch visits all exactly once."""
     n, bsz, steps = 10, 4, 6

@@ -32,7 +32,9 @@ Design notes:
   ``s % batches_per_epoch`` of it. Resuming needs no data cursor, and the result does not
   depend on where chunks start. The orders of the epochs a chunk touches are drawn by a
   separate small jitted program (compiled once per data size and shared by every model: the
-  PRNG and sort take about half a second to compile) and passed to the chunk. An array that
+  PRNG and sort take about half a second to compile) and passed to the chunk. On a CPU the
+  program only draws the permutations' random sort keys and NumPy sorts them, the same
+  orders several times faster than XLA's CPU sort. An array that
   appears twice in the data (an autoencoder's ``(x, x)``) is passed and gathered once.
 * **No recompilation for a ragged last batch.** When ``n % batch_size != 0`` every batch has
   ``batch_size`` slots; the last batch of an epoch is padded with real examples and masked.
@@ -547,6 +549,61 @@ def _epoch_orders(
 
     orders = jnp.zeros((count, plan.per_epoch * plan.batch_size), jnp.int32)
     return jax.lax.fori_loop(0, needed, order, orders)
+
+
+def _shuffle_rounds(n: int) -> int:
+    """The sorting rounds of ``jax.random.permutation(key, n)``: its static rule (a fresh
+    32-bit key per example and round, until ties are unlikely; 1 round up to 1625 examples)."""
+    return int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+
+
+@functools.partial(jax.jit, static_argnames=("n", "count"))
+def _sort_keys(key: jax.Array, first_epoch: jax.Array, *, n: int, count: int) -> jax.Array:
+    """The random 32-bit sort keys of epochs ``first_epoch ... first_epoch + count - 1``, in
+    an array of shape ``(count, rounds, n)``: the keys that
+    ``jax.random.permutation(jax.random.fold_in(key, e), n)`` draws in each of its rounds
+    (a split of the epoch's key, then 32 random bits per example)."""
+
+    def epoch(j: jax.Array) -> jax.Array:
+        k = jax.random.fold_in(key, first_epoch + j)
+        rounds = []
+        for _ in range(_shuffle_rounds(n)):
+            k, sub = jax.random.split(k)
+            rounds.append(jax.random.bits(sub, (n,), jnp.uint32))
+        return jnp.stack(rounds) if rounds else jnp.zeros((0, n), jnp.uint32)
+
+    return jax.vmap(epoch)(jnp.arange(count))
+
+
+def _host_epoch_orders(
+    key: jax.Array, first_epoch: int, needed: int, *, plan: _Batching, count: int
+) -> np.ndarray:
+    """:func:`_epoch_orders`, the same integers, with the sorts done by NumPy on the host.
+
+    The permutation's sort keys are drawn on the device (:func:`_sort_keys`); each round then
+    sorts the examples by key, stably, as ``lax.sort_key_val`` does. A stable sort of 32-bit
+    keys is a plain sort of the 64-bit numbers ``key << 32 | position``, which NumPy's
+    vectorised sort does about 7 times faster than XLA's CPU sort (a comparator call per
+    comparison): on the digits autoencoder's mini-batches (12 batches an epoch) the shuffles
+    drop from 5% of the training time to under 1%.
+    """
+    n = plan.n
+    orders = np.zeros((count, plan.per_epoch * plan.batch_size), np.int32)
+    if needed == 0:
+        return orders
+    keys = np.asarray(_sort_keys(key, np.int32(first_epoch), n=n, count=count))[:needed]
+    position = np.arange(n, dtype=np.uint64)
+    perm = np.broadcast_to(np.arange(n, dtype=np.int32), (needed, n))
+    for r in range(keys.shape[1]):
+        stable = np.sort((keys[:, r].astype(np.uint64) << np.uint64(32)) | position, axis=1)
+        perm = np.take_along_axis(perm, (stable & np.uint64(0xFFFFFFFF)).astype(np.intp), axis=1)
+    pad = plan.per_epoch * plan.batch_size - n  # < 0: the examples dropped
+    if pad > 0:
+        perm = np.concatenate([perm, perm[:, :pad]], axis=1)
+    elif pad < 0:
+        perm = perm[:, :pad]
+    orders[:needed] = perm
+    return orders
 
 
 def _epochs_touched(length: int, plan: _Batching) -> int:
@@ -1345,6 +1402,10 @@ def fit(
     if probe is not None and mesh is not None:
         probe = place(probe, replicated(mesh))
 
+    # On a CPU the epochs' shuffles sort faster on the host, with the same result; elsewhere
+    # (and across processes, where every chunk argument is a global array) on the device.
+    host_sorts = plan is not None and jax.default_backend() == "cpu" and jax.process_count() == 1
+
     def run(
         state: TrainState, first: int, count: int, length: int | None = None
     ) -> tuple[TrainState, np.ndarray, Any]:
@@ -1355,13 +1416,13 @@ def fit(
         if plan is not None:
             first_epoch = first // plan.per_epoch
             needed = (first + count - 1) // plan.per_epoch - first_epoch + 1 if count else 0
-            orders = _epoch_orders(
-                state.key,
-                np.int32(first_epoch),
-                np.int32(needed),
-                plan=plan,
-                count=_epochs_touched(length, plan),
-            )
+            count_ = _epochs_touched(length, plan)
+            if host_sorts:
+                orders = _host_epoch_orders(state.key, first_epoch, needed, plan=plan, count=count_)
+            else:
+                orders = _epoch_orders(
+                    state.key, np.int32(first_epoch), np.int32(needed), plan=plan, count=count_
+                )
         params, opt_state, model_state, buffer, params_trace, last = _run_chunk(
             state.params,
             state.opt_state,
