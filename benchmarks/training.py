@@ -733,7 +733,7 @@ def step_breakdown(steps: int, batch: int, runs: int = 3) -> str:
     kernels = {name: sum(traced[name][1].values()) / n_steps for name in names}
     rows += [
         ["= the kernels' sum", *(us(sums[name]) for name in names)],
-        ["runtime between kernels (traced wall - sum)", *(us(walls[n] - sums[n]) for n in names)],
+        ["runtime and host between kernels (wall - sum)", *(us(walls[n] - sums[n]) for n in names)],
         ["traced wall time per step", *(us(walls[name]) for name in names)],
         ["untraced time per step (best of 5)", *(us(per_step[name] * 1e6) for name in names)],
         ["kernels per step", *(f"{kernels[name]:.1f}" for name in names)],
@@ -753,6 +753,8 @@ def step_breakdown(steps: int, batch: int, runs: int = 3) -> str:
         f"{table}\none step: {flops / 1e6:.1f} MFLOP (XLA's count); f32 matmul peak measured "
         f"now: {peak / 1e9:.1f} GFLOP/s (jnp.dot, square 256-1024); fit reaches "
         f"{flops / per_step['mlgrad.fit'] / peak:.0%} of it\n"
+        "(on a CPU fit sorts the epochs' shuffles with NumPy: their time is in the runtime and "
+        "host row, not a kernel)\n"
         "fit's costliest kernels:\n" + "\n".join(lines)
     )
 
