@@ -181,3 +181,13 @@ def test_a_failed_background_write_is_not_listed(tmp_path, monkeypatch):
     ckpt.save(good._replace(step=jnp.asarray(3, jnp.int32)))
     assert ckpt.all_steps() == [1, 3] == checkpoint.all_steps(tmp_path)
     ckpt.close()
+
+
+def test_checkpoints_written_with_ocdbt_restore(tmp_path, monkeypatch):
+    """Checkpoints written before mlgrad stored each array on its own (one OCDBT store)."""
+    state = fresh_state(seed=1)._replace(step=jnp.asarray(7, jnp.int32))
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "_handler", lambda: ocp.StandardCheckpointHandler(use_ocdbt=True))
+        checkpoint.save(tmp_path, state)
+    assert (tmp_path / "7" / "default" / "manifest.ocdbt").is_file()
+    assert_tree_equal(checkpoint.restore(tmp_path, like=fresh_state()), state)
