@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import logging
 import os
 import re
@@ -202,14 +203,18 @@ def _handler() -> ocp.StandardCheckpointHandler:
     rather than one OCDBT store: for the few small arrays of a typical mlgrad state OCDBT's
     per-array transactions and merge cost more than they save (measured: 5 ms of CPU a save of
     the ice-cream state, a fifth of the long run's wall time on a busy machine). Checkpoints
-    written with OCDBT (before) restore the same: orbax reads either.
+    written with OCDBT (before) restore the same: orbax reads either. (An orbax whose
+    handler has no ``use_ocdbt`` option, such as the 0.11.17 floor, writes OCDBT as before.)
 
     Test hook (only with ``$MLGRAD_TEST_KILL_AT=checkpoint_tmp:N``, see
     :func:`mlgrad._faults.kill_point`): the handler writes the checkpoint's files into orbax's
     temporary directory, then reaches the ``checkpoint_tmp`` kill point before orbax commits
     (renames) it.
     """
-    handler = ocp.StandardCheckpointHandler(use_ocdbt=False)
+    options = inspect.signature(ocp.StandardCheckpointHandler).parameters
+    handler = ocp.StandardCheckpointHandler(
+        **({"use_ocdbt": False} if "use_ocdbt" in options else {})
+    )
     if not _faults.armed("checkpoint_tmp"):
         return handler
     save = handler.async_save
