@@ -538,7 +538,8 @@ def ice_cream(steps: int) -> tuple[str, dict[str, Callable[[], Any]]]:
     return title, contenders
 
 
-def digits_autoencoder(steps: int, batch: int | None) -> tuple[str, dict[str, Callable]]:
+def digits_model() -> tuple[Any, Any]:
+    """The digits data (training split 1437 x 64) and configs/autoencoder.yaml's model."""
     data = load(name="digits", val_split=0.2, split_seed=0)
     cfg = autoencoder.Config(
         encoder_sizes=[128],
@@ -547,7 +548,11 @@ def digits_autoencoder(steps: int, batch: int | None) -> tuple[str, dict[str, Ca
         latent_activation="identity",
         output_activation="sigmoid",
     )
-    model = autoencoder.build(cfg, data)
+    return data, autoencoder.build(cfg, data)
+
+
+def digits_autoencoder(steps: int, batch: int | None) -> tuple[str, dict[str, Callable]]:
+    data, model = digits_model()
     key = jax.random.PRNGKey(0)
     params = model.init(key)
     x = jnp.asarray(data.x_train)
@@ -701,15 +706,7 @@ def step_breakdown(steps: int, batch: int, runs: int = 3) -> str:
             untraced[name].append(time.perf_counter() - t0)
     per_step = {name: min(untraced[name]) / steps for name in names}
 
-    data = load(name="digits", val_split=0.2, split_seed=0)
-    cfg = autoencoder.Config(
-        encoder_sizes=[128],
-        latent=8,
-        activation="gelu",
-        latent_activation="identity",
-        output_activation="sigmoid",
-    )
-    model = autoencoder.build(cfg, data)
+    data, model = digits_model()
     params = model.init(jax.random.PRNGKey(0))
     opt = optax.adam(AE_LR)
     xb = jnp.asarray(data.x_train[:batch])
