@@ -443,12 +443,16 @@ class Checkpointer:
         except CheckpointError:
             raise
         except Exception as e:
-            self._listing_current = False
-            raise CheckpointError(
-                f"writing the checkpoint of step {step} to {self.directory} failed: {e}. "
-                "The earlier checkpoints are intact."
-            ) from e
+            raise self._save_failed(step, e) from e
         return step
+
+    def _save_failed(self, step: int, e: Exception) -> CheckpointError:
+        """The error of a failed save of ``step``; the directory is listed afresh next time."""
+        self._listing_current = False
+        return CheckpointError(
+            f"writing the checkpoint of step {step} to {self.directory} failed: {e}. "
+            "The earlier checkpoints are intact."
+        )
 
     def wait(self) -> None:
         """Waits until the save in flight (if any) is complete on disk.
@@ -462,11 +466,7 @@ class Checkpointer:
         try:
             self._manager.wait_until_finished()
         except Exception as e:
-            self._listing_current = False
-            raise CheckpointError(
-                f"writing the checkpoint of step {step} to {self.directory} failed: {e}. "
-                "The earlier checkpoints are intact."
-            ) from e
+            raise self._save_failed(step, e) from e
 
     def restore(self, like: TrainState, step: int | None = None) -> TrainState:
         """The checkpoint of ``step`` (default: the latest) in the structure of ``like``.
