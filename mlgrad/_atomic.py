@@ -13,8 +13,9 @@ import contextlib
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mlgrad import _faults
 
@@ -54,16 +55,25 @@ def save_figure(fig: Any, path: str | Path, format: str | None = None) -> Path:
     path = Path(path)
     fmt = format or path.suffix.lower().lstrip(".") or "png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    # unique per call (threads of one process may save at once): the pid, then random digits
+    replace_with(path, lambda f: fig.savefig(f, format=fmt), kill_point="figure")
+    return path
+
+
+def replace_with(path: Path, write: Callable[[IO[bytes]], Any], *, kill_point: str) -> None:
+    """Writes ``path`` whole or not at all: ``write(f)`` fills a new :func:`temporary` file of
+    the same directory (its name unique per call: threads of one process may write at once),
+    which is synced, passes the ``kill_point`` and replaces ``path`` (``os.replace``). On any
+    failure the temporary file is removed and the error raised; ``path`` is untouched."""
     tmp = Path(f"{temporary(path)}{secrets.randbelow(10**6):06d}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt)
-        _faults.kill_point("figure")
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        _faults.kill_point(kill_point)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    return path

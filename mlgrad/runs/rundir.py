@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgrad import _faults
-from mlgrad._atomic import is_leftover, temporary
+from mlgrad._atomic import is_leftover, replace_with, temporary  # noqa: F401 (rundir.temporary)
 from mlgrad.runs.errors import RunError, UsageError
 
 #: The lock file of a run directory (:class:`RunDirLock`); removed when its owner finishes.
@@ -107,20 +107,9 @@ def remove_leftovers(path: Path) -> None:
 
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Writes ``content`` (text, as UTF-8, or bytes) to ``path`` via a temporary file in the
-    same directory and os.replace."""
-    tmp = temporary(path)
+    same directory and os.replace (:func:`mlgrad._atomic.replace_with`; kill point ``write``)."""
     data = content.encode("utf-8") if isinstance(content, str) else content
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _faults.kill_point("write")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    replace_with(path, lambda f: f.write(data), kill_point="write")
 
 
 def append_durably(path: Path, text: str) -> None:
