@@ -29,6 +29,8 @@ sweep_module = importlib.import_module("mlgrad.training.sweep")
 
 ROOT = Path(__file__).resolve().parents[1]
 LR = ROOT / "configs" / "linear_regression.yaml"
+#: The listing of a finished sweep's directory.
+FINISHED = ["config.yaml", "report.html", "runs", "sweep.csv", "sweep.json"]
 MULTI = ROOT / "configs" / "linear_regression_multi.yaml"
 
 # The CLI caches compiled programs in a temporary directory (fixture in conftest.py).
@@ -352,13 +354,7 @@ def test_default_run_dir_and_quiet(cli):
     assert res.err == ""
     (run,) = Path("runs").iterdir()
     assert run.name.startswith("linear_regression-sweep-")
-    assert sorted(p.name for p in run.iterdir()) == [
-        "config.yaml",
-        "report.html",
-        "runs",
-        "sweep.csv",
-        "sweep.json",
-    ]
+    assert sorted(p.name for p in run.iterdir()) == FINISHED
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,13 +457,7 @@ def test_an_interrupt_or_a_failed_write_leaves_a_sweep_that_resumes(cli, monkeyp
     monkeypatch.setattr(sweep_module, "sweep", real_sweep)
     res = cli(*args, "--resume")
     assert res.code == 0, res.err
-    assert _listing(Path("sw")) == [
-        "config.yaml",
-        "report.html",
-        "runs",
-        "sweep.csv",
-        "sweep.json",
-    ]  # progress gone
+    assert _listing(Path("sw")) == FINISHED  # progress gone
     # Nothing to resume in a finished sweep.
     res = cli(*args, "--resume")
     res.assert_user_error()
@@ -491,13 +481,7 @@ def test_an_interrupt_or_a_failed_write_leaves_a_sweep_that_resumes(cli, monkeyp
     res = cli(*args, "--resume")
     assert res.code == 0, res.err
     assert "done before the interruption" in res.err
-    assert _listing(Path("sw2")) == [
-        "config.yaml",
-        "report.html",
-        "runs",
-        "sweep.csv",
-        "sweep.json",
-    ]
+    assert _listing(Path("sw2")) == FINISHED
 
 
 def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
@@ -520,13 +504,7 @@ def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
     monkeypatch.setattr(run_sweep._Groups, "train", others_start_meanwhile)
     res = cli("sweep", LR, "seed=0,1", "train.steps=2", "--out", "sw", "--no-plots", "-q")
     assert res.code == 0, res.err
-    assert _listing(Path("sw")) == [
-        "config.yaml",
-        "report.html",
-        "runs",
-        "sweep.csv",
-        "sweep.json",
-    ]  # lock gone
+    assert _listing(Path("sw")) == FINISHED  # lock gone
     assert [r["seed"] for r in _rows(Path("sw"))] == ["0", "1"]
 
     # A default name that another process owns after this one chose it: the next one.
@@ -537,13 +515,7 @@ def test_a_second_sweep_into_the_same_directory_is_refused(cli, monkeypatch):
         res = cli("sweep", LR, "seed=0", "train.steps=2", "--no-plots", "-q")
         assert res.code == 0, res.err
         assert _listing(Path("runs/a")) == [rundir.LOCK]  # the other's, untouched
-    assert _listing(Path("runs/b")) == [
-        "config.yaml",
-        "report.html",
-        "runs",
-        "sweep.csv",
-        "sweep.json",
-    ]
+    assert _listing(Path("runs/b")) == FINISHED
 
 
 # ---------------------------------------------------------------------------------------------
